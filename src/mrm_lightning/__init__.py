@@ -1,0 +1,15 @@
+"""mrm-lightning: personalized reward models by meta-learning (MRM) on PyTorch Lightning."""
+
+from .datamodule import EpisodicDataModule
+from .heads import BaseRewardFunctions, combine
+from .module import MetaRewardModel
+from .preferences import PreferenceData, PreferenceSource
+from .report import ResultsReport
+from .rpo import RobustPersonalization
+from .synthetic import SyntheticPopulation
+
+__version__ = "0.1.0"
+__all__ = [
+    "BaseRewardFunctions", "EpisodicDataModule", "MetaRewardModel", "PreferenceData",
+    "PreferenceSource", "ResultsReport", "RobustPersonalization", "SyntheticPopulation", "combine",
+]

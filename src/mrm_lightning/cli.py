@@ -1,0 +1,42 @@
+"""The ``mrm`` command: LightningCLI over the MRM module and the episodic data module.
+
+    mrm fit --config configs/synthetic.yaml
+    mrm test --config configs/synthetic.yaml --ckpt_path path/to/best.ckpt
+    mrm fit --config configs/synthetic.yaml --print_config
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningCLI
+
+from .datamodule import EpisodicDataModule
+from .module import MetaRewardModel
+
+
+class MRMCLI(LightningCLI):
+    """LightningCLI with the embedding size linked from data to model and test-after-fit."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # the model's input size is whatever the data source produces: given once, not twice.
+        parser.link_arguments("data.embedding_dim", "model.embedding_dim", apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False,
+            help="After fit, test the checkpoint selected on validation (the best one).",
+        )
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit"):
+            return
+        best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None,
+                          verbose=False)  # the ResultsReport table is the summary
+
+
+def cli_main(args: list[str] | None = None) -> MRMCLI:
+    """Entry point of ``mrm`` and ``python -m mrm_lightning``; ``args`` lets tests call it."""
+    return MRMCLI(
+        MetaRewardModel,
+        EpisodicDataModule,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+    )

@@ -1,0 +1,160 @@
+"""The LightningDataModule: one preference source, split once, served as episodic user tasks."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from jsonargparse import lazy_instance
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .episodes import EvalBatches, MetaTrainBatches, Size, resolve_size
+from .preferences import PreferenceData, PreferenceSource
+from .splits import TEST, TRAIN, VAL, SplitSummary, split_pairs
+from .synthetic import SyntheticPopulation
+
+log = logging.getLogger(__name__)
+
+
+class EpisodicDataModule(LightningDataModule):
+    """Seen users become meta-training tasks; every user is evaluated on its held-out pairs.
+
+    Args:
+        source: where the preference data comes from (default: the synthetic population).
+        users_per_batch: users per meta-batch on each process (the global meta-batch is this
+            times the number of processes).
+        support_size: support pairs per training episode, a count or a fraction of the user's
+            training pairs. Match it to what users have at evaluation (see the method notes).
+        query_size: query pairs per episode (count or fraction); None uses all the rest.
+        eval_users_per_batch: users adapted together during validation and test.
+        unseen_fraction: share of users held out of meta-training entirely.
+        val_fraction: share of each user's units used for validation (model selection).
+        test_fraction: share of each user's units held out for the final test.
+        max_train_pairs_seen: cap on a seen user's training pairs (None: no cap).
+        max_train_pairs_unseen: cap on an unseen user's training pairs: the few-shot budget.
+        min_pairs_per_user: users with fewer pairs are dropped (and reported).
+        seed: seeds the user split, the pair split and the episode sampling.
+    """
+
+    def __init__(
+        self,
+        source: PreferenceSource = lazy_instance(SyntheticPopulation),
+        users_per_batch: int = 16,
+        support_size: Size = 20,
+        query_size: Size | None = None,
+        eval_users_per_batch: int = 128,
+        unseen_fraction: float = 0.5,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.3,
+        max_train_pairs_seen: int | None = None,
+        max_train_pairs_unseen: int | None = 20,
+        min_pairs_per_user: int = 10,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if users_per_batch < 1 or eval_users_per_batch < 1:
+            raise ValueError("users_per_batch and eval_users_per_batch must be >= 1")
+        if not 0.0 <= val_fraction < 1.0 or not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"need 0 <= val_fraction < 1 and 0 < test_fraction < 1, got "
+                             f"val_fraction={val_fraction}, test_fraction={test_fraction}")
+        if val_fraction + test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must leave room for training pairs")
+        self.source = source
+        self.users_per_batch, self.support_size, self.query_size = users_per_batch, support_size, query_size
+        self.eval_users_per_batch = eval_users_per_batch
+        self.split_settings = dict(
+            unseen_fraction=unseen_fraction, val_fraction=val_fraction, test_fraction=test_fraction,
+            max_train_pairs_seen=max_train_pairs_seen, max_train_pairs_unseen=max_train_pairs_unseen,
+            min_pairs_per_user=min_pairs_per_user, seed=seed,
+        )
+        self.seed = seed
+        self.data: PreferenceData | None = None
+        self.split: SplitSummary | None = None
+        self.pairs_by_split: dict[int, dict[int, Tensor]] = {}
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.source.embedding_dim
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        data = self.source.load().validate(origin=type(self.source).__name__)
+        split = split_pairs(data, **self.split_settings)
+        self.data, self.split = data, split
+        users = torch.cat([split.seen_users, split.unseen_users])
+        for part in (TRAIN, VAL, TEST):
+            rows = (split.pair_split == part).nonzero().flatten()
+            by_user = rows[torch.argsort(data.user[rows], stable=True)]
+            counts = torch.bincount(data.user[by_user], minlength=data.num_users)
+            chunks = torch.split(by_user, counts.tolist())
+            self.pairs_by_split[part] = {int(u): chunks[u] for u in users}
+        self._check_episode_sizes()
+        log.info(
+            "%d users (%d seen, %d unseen, %d dropped with < %d pairs); pairs train/val/test = %s",
+            data.num_users, len(split.seen_users), len(split.unseen_users), len(split.dropped_users),
+            self.split_settings["min_pairs_per_user"],
+            "/".join(str(int((split.pair_split == p).sum())) for p in (TRAIN, VAL, TEST)),
+        )
+
+    def _check_episode_sizes(self) -> None:
+        """Fail at start-up, naming the setting, when episodes cannot be drawn."""
+        assert self.split is not None
+        if not len(self.split.seen_users):
+            raise ValueError("no seen users to meta-train on: lower data.unseen_fraction or "
+                             "data.min_pairs_per_user")
+        train = self.pairs_by_split[TRAIN]
+        fewest = min(len(train[int(u)]) for u in self.split.seen_users)
+        if resolve_size(self.support_size, fewest) >= fewest:
+            raise ValueError(
+                f"data.support_size={self.support_size} needs more training pairs than a seen user "
+                f"has (the fewest is {fewest}): lower support_size or raise min_pairs_per_user"
+            )
+
+    # ----------------------------------------------------------- dataloaders
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.data is not None and self.split is not None
+        rank, world = self._rank_world()
+        tasks = MetaTrainBatches(
+            self.data, self.pairs_by_split[TRAIN], self.split.seen_users, self.users_per_batch,
+            self.support_size, self.query_size, self.seed,
+            epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+            rank=rank, world_size=world,
+        )
+        if len(tasks) == 0:
+            raise ValueError(
+                f"data.users_per_batch={self.users_per_batch} x {world} process(es) exceeds the "
+                f"{len(self.split.seen_users)} seen users"
+            )
+        return DataLoader(tasks, batch_size=None)
+
+    def _eval_dataloader(self, held_out: int) -> DataLoader:
+        assert self.data is not None and self.split is not None
+        rank, world = self._rank_world()
+        users = EvalBatches(
+            self.data, self.pairs_by_split[TRAIN], self.pairs_by_split[held_out],
+            self.split.seen_users, self.eval_users_per_batch, rank=rank, world_size=world,
+        )
+        return DataLoader(users, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_dataloader(VAL)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_dataloader(TEST)
+
+    # ------------------------------------------------------- for baselines
+    def pairs(self, part: int, users: Tensor | None = None) -> PreferenceData:
+        """The pairs of one split (TRAIN / VAL / TEST), optionally of some users only."""
+        assert self.data is not None and self.split is not None
+        mask = self.split.pair_split == part
+        if users is not None:
+            mask &= torch.isin(self.data.user, users)
+        return self.data.subset(mask.nonzero().flatten())

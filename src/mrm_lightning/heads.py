@@ -1,0 +1,74 @@
+"""The reward head: K base reward functions over an embedding, mixed by a user's weights.
+
+r_u(h) = sum_k c(w_u)_k * phi_k(h), with c = softmax (the paper: rewards stay in the convex
+hull of the base functions) or the identity (a free linear combination).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Combination = Literal["softmax", "linear"]
+
+
+def combine(weights: Tensor, base_rewards: Tensor, combination: Combination) -> Tensor:
+    """Mix base rewards with per-user weights.
+
+    Args:
+        weights: ``[B, K]`` one weight vector per user.
+        base_rewards: ``[B, P, K]`` phi_k for each of a user's P responses.
+        combination: ``"softmax"`` or ``"linear"``.
+
+    Returns:
+        ``[B, P]`` the users' rewards.
+    """
+    if combination == "softmax":
+        mix = torch.softmax(weights, dim=-1)
+    elif combination == "linear":
+        mix = weights
+    else:
+        raise ValueError(f"combination must be 'softmax' or 'linear', got {combination!r}")
+    return torch.einsum("bpk,bk->bp", base_rewards, mix)
+
+
+class BaseRewardFunctions(nn.Module):
+    """phi(h) in R^K: a linear map without bias (the paper), or a small MLP.
+
+    A bias would cancel in chosen-minus-rejected, so the linear map has none.
+
+    Args:
+        embedding_dim: D, the size of the frozen encoder's vectors.
+        num_base_rewards: K, the number of base reward functions.
+        hidden_dim: width of the MLP's hidden layer; 0 for the linear map.
+        input_scale: multiplies the embedding first (the reference uses 0.01 for 4096-d
+            reward-model states; unit-length sentence embeddings want about 1).
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_base_rewards: int = 2,
+        hidden_dim: int = 0,
+        input_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if num_base_rewards < 1:
+            raise ValueError(f"num_base_rewards (K) must be >= 1, got {num_base_rewards}")
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        self.input_scale = input_scale
+        if hidden_dim > 0:
+            self.net: nn.Module = nn.Sequential(
+                nn.Linear(embedding_dim, hidden_dim),
+                nn.GELU(),
+                nn.Linear(hidden_dim, num_base_rewards, bias=False),
+            )
+        else:
+            self.net = nn.Linear(embedding_dim, num_base_rewards, bias=False)
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        """``[..., D]`` -> ``[..., K]``."""
+        return self.net(embeddings * self.input_scale)

@@ -1,0 +1,194 @@
+"""The LightningModule: MAML over a weight-combination reward head (Meta Reward Modeling)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from .heads import BaseRewardFunctions, Combination
+from .losses import bradley_terry_loss
+from .maml import InnerOptimizer, adapt, pair_margins
+from .metrics import UserAccuracy
+from .schedule import warmup_cosine
+
+GROUPS = ("seen", "unseen", "all")
+EVAL_STAGES = ("val", "test")
+
+
+def metric_prefix(stage: str, group: str) -> str:
+    """``val_seen``, ``val_unseen``, and plain ``val`` for all users pooled."""
+    return stage if group == "all" else f"{stage}_{group}"
+
+
+class MetaRewardModel(LightningModule):
+    """Meta-learns shared initial user weights w0 and K base reward functions.
+
+    Each training step adapts w0 to every user of the meta-batch on its support pairs (a few
+    differentiable steps), scores the adapted weights on the query pairs, and updates w0 and
+    the base functions through the adaptation. Validation and test adapt every user from w0 on
+    its training pairs and measure user-level accuracy on its held-out pairs.
+
+    Args:
+        embedding_dim: D of the input embeddings (linked from the data module by the CLI).
+        num_base_rewards: K base reward functions.
+        hidden_dim: 0 for linear base functions (the paper), else an MLP of this width.
+        input_scale: embeddings are multiplied by this before the base functions.
+        combination: ``softmax`` (the paper) or ``linear`` mixing of the base rewards.
+        inner_steps: adaptation steps per user (0: no personalization, w0 for everyone).
+        inner_lr: inner-loop learning rate.
+        inner_optimizer: ``sgd`` (classic MAML) or ``adam`` (the reference code).
+        first_order: drop second-order terms of the meta-gradient (FOMAML).
+        optimizer: the outer (meta) optimizer, a callable taking the parameters.
+        warmup_fraction: share of training steps with linear lr warm-up.
+        cosine_schedule: decay the meta learning rate with a cosine after warm-up.
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int = 32,
+        num_base_rewards: int = 4,
+        hidden_dim: int = 0,
+        input_scale: float = 1.0,
+        combination: Combination = "softmax",
+        inner_steps: int = 1,
+        inner_lr: float = 0.1,
+        inner_optimizer: InnerOptimizer = "sgd",
+        first_order: bool = False,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        warmup_fraction: float = 0.05,
+        cosine_schedule: bool = True,
+    ) -> None:
+        super().__init__()
+        if inner_steps < 0:
+            raise ValueError(f"model.inner_steps must be >= 0, got {inner_steps}")
+        if inner_lr < 0:
+            raise ValueError(f"model.inner_lr must be >= 0, got {inner_lr}")
+        if combination not in ("softmax", "linear"):
+            raise ValueError(f"model.combination must be 'softmax' or 'linear', got {combination!r}")
+        if inner_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"model.inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.base_rewards = BaseRewardFunctions(embedding_dim, num_base_rewards, hidden_dim, input_scale)
+        # softmax(0) mixes the base functions equally; linear mixing starts from their mean too.
+        initial = 0.0 if combination == "softmax" else 1.0 / num_base_rewards
+        self.w0 = nn.Parameter(torch.full((num_base_rewards,), initial))
+        self.optimizer_factory = optimizer
+        #: How per-user query losses become the training objective; None is their mean (plain
+        #: MAML). The RPO callback installs itself here.
+        self.task_loss_reducer: Callable[[Tensor], Tensor] | None = None
+        self.train_accuracy = UserAccuracy()
+        self.eval_metrics = nn.ModuleDict({
+            stage: nn.ModuleDict({
+                group: nn.ModuleDict({
+                    "user_acc": UserAccuracy(), "user_acc_w0": UserAccuracy(),
+                    "oracle_acc": UserAccuracy(), "bt_loss": MeanMetric(),
+                }) for group in GROUPS
+            }) for stage in EVAL_STAGES
+        })
+
+    # -------------------------------------------------------------- the method
+    def adapt_users(self, batch: dict[str, Tensor], *, first_order: bool | None = None) -> Tensor:
+        """Adapted weights ``[B, K]`` of the batch's users from their support pairs."""
+        hp = self.hparams
+        return adapt(
+            self.w0, self.base_rewards(batch["support_chosen"]),
+            self.base_rewards(batch["support_rejected"]), batch["support_mask"],
+            steps=hp.inner_steps, lr=hp.inner_lr, optimizer=hp.inner_optimizer,
+            first_order=hp.first_order if first_order is None else first_order,
+            combination=hp.combination,
+        )
+
+    def query_margins(self, weights: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """``[B, Q]`` reward margins of the query pairs under per-user ``weights``."""
+        return pair_margins(weights, self.base_rewards(batch["query_chosen"]),
+                            self.base_rewards(batch["query_rejected"]), self.hparams.combination)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        weights = self.adapt_users(batch)
+        margins = self.query_margins(weights, batch)
+        losses = bradley_terry_loss(margins, batch["query_mask"])  # [B], one per user
+        reducer = self.task_loss_reducer
+        objective = losses.mean() if reducer is None else reducer(losses)
+        self.train_accuracy.update(margins, batch["query_mask"])
+        batch_size = len(losses)
+        self.log("train/query_loss", losses.mean().detach(), batch_size=batch_size, prog_bar=True)
+        self.log("train/objective", objective.detach(), batch_size=batch_size)
+        self.log("train/adapt_distance", (weights - self.w0).norm(dim=-1).mean().detach(),
+                 batch_size=batch_size)
+        self.log("train/user_acc", self.train_accuracy, on_step=False, on_epoch=True,
+                 batch_size=batch_size)
+        return objective
+
+    # ------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: dict[str, Tensor], stage: str) -> None:
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("MRM adapts users during evaluation, which needs gradients: "
+                               "set trainer.inference_mode=false")
+        with torch.enable_grad():  # evaluation runs under no_grad; adaptation needs autograd
+            weights = self.adapt_users(batch, first_order=True).detach()
+        with torch.no_grad():
+            margins = self.query_margins(weights, batch)
+            margins_w0 = self.query_margins(self.w0.expand_as(weights), batch)
+        mask, is_seen = batch["query_mask"], batch["is_seen"]
+        losses = bradley_terry_loss(margins, mask)
+        oracle = batch.get("query_oracle_margin")
+        for group, rows in (("seen", is_seen), ("unseen", ~is_seen), ("all", torch.ones_like(is_seen))):
+            metrics = self.eval_metrics[stage][group]
+            metrics["user_acc"].update(margins[rows], mask[rows])
+            metrics["user_acc_w0"].update(margins_w0[rows], mask[rows])
+            metrics["bt_loss"].update(losses[rows])
+            if oracle is not None:
+                metrics["oracle_acc"].update(oracle[rows], mask[rows])
+            prefix = metric_prefix(stage, group)
+            for name, metric in metrics.items():
+                if name != "oracle_acc" or oracle is not None:
+                    self.log(f"{prefix}/{name}", metric, on_step=False, on_epoch=True,
+                             batch_size=len(losses))
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _log_user_distributions(self, stage: str) -> None:
+        """Per-user accuracy and adaptation gain histograms (gathered over processes)."""
+        for group in ("seen", "unseen"):
+            metrics = self.eval_metrics[stage][group]
+            adapted = metrics["user_acc"].per_user_values()  # collective under DDP: all ranks
+            before = metrics["user_acc_w0"].per_user_values()
+            prefix = metric_prefix(stage, group)
+            if len(adapted):
+                self.log(f"{prefix}/adapt_gain", (adapted - before).mean(), sync_dist=False,
+                         rank_zero_only=True)
+            if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero and len(adapted):
+                writer = self.logger.experiment
+                writer.add_histogram(f"{prefix}/per_user_acc", adapted, self.global_step)
+                writer.add_histogram(f"{prefix}/per_user_adapt_gain", adapted - before, self.global_step)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_user_distributions("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_user_distributions("test")
+
+    # ------------------------------------------------------------- optimizers
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if not self.hparams.cosine_schedule:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("model.cosine_schedule needs a finite run: set trainer.max_epochs "
+                             "or trainer.max_steps")
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, int(total), self.hparams.warmup_fraction)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,92 @@
+"""Preference data as tensors: embedded responses and the pairs that reference them.
+
+Every source (the synthetic population, real datasets) produces a :class:`PreferenceData`;
+splits, episodes and baselines only ever see this one structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class PreferenceData:
+    """Pairs ``(user, chosen, rejected)`` over a table of response embeddings.
+
+    Attributes:
+        embeddings: ``[T, D]`` float, one row per distinct (prompt, response).
+        user: ``[P]`` long, index into ``user_ids`` of who judged the pair.
+        chosen: ``[P]`` long, row of ``embeddings`` of the preferred response.
+        rejected: ``[P]`` long, row of the other response.
+        unit: ``[P]`` long, the unit that splits keep whole (a post, a conversation, an item
+            pair): pairs sharing a unit never land on both sides of a split, so no text leaks
+            from support into query or from train into test.
+        user_ids: the users' names, indexed by ``user``.
+        oracle_margin: ``[P]`` true reward(chosen) - reward(rejected) where the true rewards
+            are known (synthetic data), else None.
+    """
+
+    embeddings: Tensor
+    user: Tensor
+    chosen: Tensor
+    rejected: Tensor
+    unit: Tensor
+    user_ids: list[str]
+    oracle_margin: Tensor | None = None
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.user.numel())
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def validate(self, origin: str = "preference data") -> PreferenceData:
+        """Check shapes, index ranges and finiteness; raise ``ValueError`` naming the field."""
+        if self.embeddings.ndim != 2:
+            raise ValueError(f"{origin}: embeddings must be [T, D], got {tuple(self.embeddings.shape)}")
+        bad_rows = (~torch.isfinite(self.embeddings)).any(-1).nonzero().flatten()
+        if bad_rows.numel():
+            raise ValueError(
+                f"{origin}: embeddings has NaN or infinite values in {bad_rows.numel()} rows "
+                f"(first: row {int(bad_rows[0])})"
+            )
+        num_pairs = self.num_pairs
+        for name in ("chosen", "rejected", "unit") + (("oracle_margin",) if self.oracle_margin is not None else ()):
+            if getattr(self, name).shape != (num_pairs,):
+                raise ValueError(f"{origin}: field {name!r} must have shape [{num_pairs}] like 'user'")
+        for name, upper in (("user", self.num_users), ("chosen", len(self.embeddings)),
+                            ("rejected", len(self.embeddings))):
+            values = getattr(self, name)
+            if num_pairs and (values.min() < 0 or values.max() >= upper):
+                raise ValueError(f"{origin}: field {name!r} has indices outside [0, {upper})")
+        same = (self.chosen == self.rejected).nonzero().flatten()
+        if same.numel():
+            raise ValueError(f"{origin}: pair {int(same[0])} has the same chosen and rejected row")
+        return self
+
+    def subset(self, pair_index: Tensor) -> PreferenceData:
+        """The same table restricted to some pairs (embeddings are shared, not copied)."""
+        oracle = None if self.oracle_margin is None else self.oracle_margin[pair_index]
+        return PreferenceData(
+            self.embeddings, self.user[pair_index], self.chosen[pair_index],
+            self.rejected[pair_index], self.unit[pair_index], self.user_ids, oracle,
+        )
+
+
+class PreferenceSource:
+    """Anything that yields :class:`PreferenceData` (the data module's ``source`` setting)."""
+
+    #: Size of the embeddings this source produces, known before loading.
+    embedding_dim: int
+
+    def load(self) -> PreferenceData:
+        raise NotImplementedError

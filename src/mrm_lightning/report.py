@@ -1,0 +1,96 @@
+"""The end-of-test report: MRM next to its reference points, printed and saved as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from .baselines import evaluate_linear_reward, fit_global_reward
+from .splits import TEST, TRAIN, VAL
+
+COLUMNS = (("seen", "test_seen"), ("unseen", "test_unseen"), ("overall", "test"))
+
+
+def write_json_atomically(path: Path, payload: dict) -> None:
+    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+    os.replace(handle.name, path)
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """Rows of seen / unseen / overall user-level accuracy as an aligned text table."""
+    width = max(len(name) for name in rows) + 2
+    lines = [f"{'user-level accuracy':<{width}}" + "".join(f"{c:>10}" for c, _ in COLUMNS)]
+    for name, values in rows.items():
+        cells = "".join(f"{values.get(c, float('nan')):>10.3f}" for c, _ in COLUMNS)
+        lines.append(f"{name:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+class ResultsReport(Callback):
+    """After testing: a table of MRM, w0 without adaptation, a global reward model and the oracle.
+
+    The global model is fitted on the seen users' training pairs pooled (L2 chosen on
+    validation pairs) and scored on the same test pairs as MRM. The numbers are also written
+    to ``results.json`` in the run folder.
+
+    Args:
+        global_baseline: fit and report the global (non-personalized) reward model.
+        filename: name of the JSON file written in the run's log folder.
+    """
+
+    def __init__(self, global_baseline: bool = True, filename: str = "results.json") -> None:
+        self.global_baseline, self.filename = global_baseline, filename
+        self.results: dict | None = None
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        rows: dict[str, dict[str, float]] = {}
+        for label, key in (("MRM (adapted)", "user_acc"), ("MRM w0, no adaptation", "user_acc_w0")):
+            rows[label] = {col: metrics[f"{prefix}/{key}"] for col, prefix in COLUMNS
+                           if f"{prefix}/{key}" in metrics}
+        datamodule = trainer.datamodule
+        if self.global_baseline and hasattr(datamodule, "pairs"):
+            seen = datamodule.split.seen_users
+            weights, l2 = fit_global_reward(datamodule.pairs(TRAIN, seen), datamodule.pairs(VAL))
+            groups = {"seen": seen, "unseen": datamodule.split.unseen_users, "overall": None}
+            rows["global reward model"] = {
+                col: evaluate_linear_reward(weights, datamodule.pairs(TEST, users))[0]
+                for col, users in groups.items()
+            }
+        if "test/oracle_acc" in metrics:
+            rows["oracle (true rewards)"] = {col: metrics[f"{prefix}/oracle_acc"] for col, prefix in COLUMNS}
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        self.results = {"user_level_accuracy": rows, "metrics": metrics,
+                        "checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", None)}
+        gap = _gap_closed(rows, "unseen")
+        if gap is not None:
+            self.results["unseen_gap_closed"] = gap
+        path = run_dir / self.filename
+        write_json_atomically(path, self.results)
+        print("\n" + format_table(rows))
+        if gap is not None:
+            print(f"\nOn unseen users MRM closes {gap:.0%} of the gap from the global model "
+                  "to the oracle: (MRM - global) / (oracle - global).")
+        print(f"\nResults: {path}")
+        logger_root = Path(trainer.logger.save_dir) if trainer.logger is not None else run_dir
+        print(f"TensorBoard logs: {run_dir}\n  open them with: tensorboard --logdir {logger_root}")
+
+
+def _gap_closed(rows: dict[str, dict[str, float]], column: str) -> float | None:
+    try:
+        mrm = rows["MRM (adapted)"][column]
+        glob = rows["global reward model"][column]
+        oracle = rows["oracle (true rewards)"][column]
+    except KeyError:
+        return None
+    return (mrm - glob) / (oracle - glob) if oracle != glob else None
