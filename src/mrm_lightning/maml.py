@@ -89,7 +89,7 @@ def adapt(
             m_hat = first_moment / (1 - beta1**step)
             v_hat = second_moment / (1 - beta2**step)
             # eps inside the root (not beside it) keeps second-order gradients finite where a
-            # gradient entry is exactly 0; the step differs from torch.optim.Adam by < eps.
+            # gradient entry is exactly 0. Same step as torch.optim.Adam unless |grad| ~ eps.
             update = m_hat / torch.sqrt(v_hat + ADAM_EPS**2)
         else:
             raise ValueError(f"inner optimizer must be 'sgd' or 'adam', got {optimizer!r}")

@@ -166,8 +166,8 @@ class MetaRewardModel(LightningModule):
             before = metrics["user_acc_w0"].per_user_values()
             prefix = metric_prefix(stage, group)
             if len(adapted):
-                self.log(f"{prefix}/adapt_gain", (adapted - before).mean(), sync_dist=False,
-                         rank_zero_only=True)
+                # already gathered from every process, so the same value everywhere
+                self.log(f"{prefix}/adapt_gain", (adapted - before).mean(), sync_dist=True)
             if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero and len(adapted):
                 writer = self.logger.experiment
                 writer.add_histogram(f"{prefix}/per_user_acc", adapted, self.global_step)

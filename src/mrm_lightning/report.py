@@ -51,6 +51,8 @@ class ResultsReport(Callback):
         self.results: dict | None = None
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # under DDP trainer.log_dir is a broadcast from rank 0: every process must ask for it.
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         if not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -69,7 +71,6 @@ class ResultsReport(Callback):
             }
         if "test/oracle_acc" in metrics:
             rows["oracle (true rewards)"] = {col: metrics[f"{prefix}/oracle_acc"] for col, prefix in COLUMNS}
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         self.results = {"user_level_accuracy": rows, "metrics": metrics,
                         "checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", None)}
         gap = _gap_closed(rows, "unseen")
@@ -93,4 +94,5 @@ def _gap_closed(rows: dict[str, dict[str, float]], column: str) -> float | None:
         oracle = rows["oracle (true rewards)"][column]
     except KeyError:
         return None
-    return (mrm - glob) / (oracle - glob) if oracle != glob else None
+    # the ratio only means something when the oracle is clearly above the global model.
+    return (mrm - glob) / (oracle - glob) if oracle - glob > 0.01 else None

@@ -1,0 +1,62 @@
+"""The data module: leakage-free splits, the few-shot cap, and start-up errors naming settings."""
+
+import pytest
+import torch
+
+from mrm_lightning import EpisodicDataModule, SyntheticPopulation
+from mrm_lightning.splits import TEST, TRAIN, VAL
+
+
+def small_population(**kw):
+    return SyntheticPopulation(num_users=20, embedding_dim=6, num_directions=2, min_pairs=20,
+                               max_pairs=40, **kw)
+
+
+def test_every_user_is_split_without_leakage_and_unseen_users_are_capped():
+    dm = EpisodicDataModule(small_population(), users_per_batch=2, support_size=4,
+                            max_train_pairs_unseen=7, seed=1)
+    dm.setup("fit")
+    assert len(dm.split.seen_users) == len(dm.split.unseen_users) == 10
+    for user in range(20):
+        units = [set(dm.data.unit[dm.pairs_by_split[p][user]].tolist()) for p in (TRAIN, VAL, TEST)]
+        assert units[0].isdisjoint(units[1]) and units[0].isdisjoint(units[2])
+        assert units[1].isdisjoint(units[2])
+        assert len(dm.pairs_by_split[TEST][user]) > 0
+    for user in dm.split.unseen_users.tolist():
+        assert 0 < len(dm.pairs_by_split[TRAIN][user]) <= 7
+
+
+def test_support_size_larger_than_training_pairs_fails_at_setup():
+    dm = EpisodicDataModule(small_population(), support_size=500)
+    with pytest.raises(ValueError, match="support_size=500"):
+        dm.setup("fit")
+
+
+def test_meta_batch_larger_than_the_seen_users_fails_clearly():
+    dm = EpisodicDataModule(small_population(), users_per_batch=50, support_size=4)
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="users_per_batch=50"):
+        dm.train_dataloader()
+
+
+def test_same_seed_same_tasks():
+    def first_batch(seed):
+        dm = EpisodicDataModule(small_population(), users_per_batch=3, support_size=4, seed=seed)
+        dm.setup("fit")
+        return next(iter(dm.train_dataloader()))
+    a, b, c = first_batch(0), first_batch(0), first_batch(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["support_chosen"], c["support_chosen"])
+
+
+@pytest.mark.parametrize("bad", [dict(val_fraction=0.5, test_fraction=0.5), dict(test_fraction=0.0)])
+def test_bad_fractions_are_rejected(bad):
+    with pytest.raises(ValueError, match="fraction"):
+        EpisodicDataModule(small_population(), **bad)
+
+
+def test_nan_embeddings_stop_the_run_with_the_row():
+    data = small_population().load()
+    data.embeddings[7, 2] = float("nan")
+    with pytest.raises(ValueError, match="row 7"):
+        data.validate()

@@ -1,0 +1,48 @@
+"""The reward head's combination and the learning-rate schedule, by hand."""
+
+import math
+
+import pytest
+import torch
+
+from mrm_lightning.heads import BaseRewardFunctions, combine
+from mrm_lightning.schedule import warmup_cosine
+
+
+def test_softmax_combination_is_a_convex_mix():
+    weights = torch.tensor([[0.0, math.log(3.0)]])  # softmax -> [0.25, 0.75]
+    base = torch.tensor([[[2.0, 4.0], [0.0, 8.0]]])
+    torch.testing.assert_close(combine(weights, base, "softmax"), torch.tensor([[3.5, 6.0]]))
+
+
+def test_linear_combination_uses_raw_weights():
+    base = torch.tensor([[[2.0, 4.0]]])
+    torch.testing.assert_close(combine(torch.tensor([[1.0, -1.0]]), base, "linear"), torch.tensor([[-2.0]]))
+
+
+def test_unknown_combination_is_rejected():
+    with pytest.raises(ValueError, match="combination"):
+        combine(torch.zeros(1, 2), torch.zeros(1, 1, 2), "product")
+
+
+def test_base_functions_need_at_least_one_function():
+    with pytest.raises(ValueError, match="num_base_rewards"):
+        BaseRewardFunctions(embedding_dim=4, num_base_rewards=0)
+
+
+def test_base_functions_shapes_scale_and_mlp_option():
+    linear = BaseRewardFunctions(4, 3, input_scale=0.5)
+    h = torch.randn(2, 5, 4)
+    assert linear(h).shape == (2, 5, 3)
+    torch.testing.assert_close(linear(h), linear.net(h * 0.5))
+    assert BaseRewardFunctions(4, 3, hidden_dim=8)(h).shape == (2, 5, 3)
+
+
+def test_warmup_cosine_by_hand():
+    # 100 steps, 10 of warm-up: 0.1, 0.2, ... 1.0, then a half cosine from 1 to 0.
+    assert warmup_cosine(0, 100, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(10, 100, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 0.1) == pytest.approx(0.5)  # half-way through the decay
+    assert warmup_cosine(100, 100, 0.1) == pytest.approx(0.0)
+    assert warmup_cosine(0, 100, 0.0) == pytest.approx(1.0)  # no warm-up
