@@ -59,16 +59,22 @@ def main(argv: list[str] | None = None) -> None:
     def embeddings(pairs: int) -> torch.Tensor:
         return torch.randn(args.users, pairs, args.dim, generator=gen).to(device)
 
-    sup_c, sup_r, qry_c, qry_r = (embeddings(n) for n in (args.support, args.support,
-                                                          args.query, args.query))
+    sup_c, sup_r, qry_c, qry_r = (
+        embeddings(n) for n in (args.support, args.support, args.query, args.query)
+    )
     sup_mask = varied_mask(args.users, args.support, gen).to(device)
     qry_mask = varied_mask(args.users, args.query, gen).to(device)
     base = BaseRewardFunctions(args.dim, args.k).to(device)
     w0 = nn.Parameter(torch.zeros(args.k, device=device))
     named = {"w0": w0, **{f"base.{n}": p for n, p in base.named_parameters()}}
     params = list(named.values())
-    inner = dict(steps=args.steps, lr=args.lr, optimizer=args.optimizer,
-                 first_order=args.first_order, combination=args.combination)
+    inner = dict(
+        steps=args.steps,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        first_order=args.first_order,
+        combination=args.combination,
+    )
 
     def meta_step(engine, keep_grads: bool = False) -> list[torch.Tensor] | None:
         weights = engine(w0, base(sup_c), base(sup_r), sup_mask, **inner)
@@ -82,8 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     engines = {"batched": adapt, "per-user": adapt_per_user}
     batched_grads, loop_grads = (meta_step(e, keep_grads=True) for e in engines.values())
     for name, got, want in zip(named, loop_grads, batched_grads, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6,
-                                   msg=lambda m, name=name: f"grad of {name}: {m}")
+        torch.testing.assert_close(
+            got, want, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"grad of {name}: {m}"
+        )
     print(f"meta-gradients match ({', '.join(named)}; rtol=1e-4, atol=1e-6)")
 
     def sync() -> None:
@@ -105,11 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     for name, ms in medians.items():
         print(f"{name:<12}{ms:.2f}")
     print(f"speed-up (per-user / batched): {medians['per-user'] / medians['batched']:.1f}x")
-    print(f"\nsettings: users={args.users} support<={args.support} query<={args.query} "
-          f"dim={args.dim} K={args.k} steps={args.steps} lr={args.lr} optimizer={args.optimizer} "
-          f"combination={args.combination} first_order={args.first_order} "
-          f"repeats={args.repeats} warmup={args.warmup} seed={args.seed} device={device} "
-          f"torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(
+        f"\nsettings: users={args.users} support<={args.support} query<={args.query} "
+        f"dim={args.dim} K={args.k} steps={args.steps} lr={args.lr} optimizer={args.optimizer} "
+        f"combination={args.combination} first_order={args.first_order} "
+        f"repeats={args.repeats} warmup={args.warmup} seed={args.seed} device={device} "
+        f"torch={torch.__version__} threads={torch.get_num_threads()}"
+    )
 
 
 if __name__ == "__main__":

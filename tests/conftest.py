@@ -19,5 +19,9 @@ def _quiet_known_warnings():
 @pytest.fixture
 def tiny_args(tmp_path):
     """CLI arguments for a seconds-long run on configs/tiny.yaml, logging under tmp_path."""
-    return ["--config", str(REPO / "configs/tiny.yaml"),
-            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
+    return [
+        "--config",
+        str(REPO / "configs/tiny.yaml"),
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "runs"),
+    ]

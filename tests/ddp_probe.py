@@ -31,8 +31,9 @@ class DDPProbe(Callback):
         self.out_dir = out_dir
         self.step_users: list[list[int]] = []
 
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int
+    ) -> None:
         self.step_users.append([int(u) for u in batch["user"].reshape(-1).tolist()])
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

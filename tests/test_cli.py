@@ -22,8 +22,12 @@ def test_fit_then_test_writes_results_config_and_checkpoint(tiny_args, tmp_path,
     run_dir = tmp_path / "runs" / "tiny" / "version_0"
     results = json.loads((run_dir / "results.json").read_text())
     rows = results["user_level_accuracy"]
-    assert set(rows) == {"MRM (adapted)", "MRM w0, no adaptation", "global reward model",
-                         "oracle (true rewards)"}
+    assert set(rows) == {
+        "MRM (adapted)",
+        "MRM w0, no adaptation",
+        "global reward model",
+        "oracle (true rewards)",
+    }
     for row in rows.values():
         assert set(row) == {"seen", "unseen", "overall"}
         assert all(0.0 <= value <= 1.0 for value in row.values())
@@ -37,27 +41,48 @@ def test_fit_then_test_writes_results_config_and_checkpoint(tiny_args, tmp_path,
     # the checkpoint can be tested again on its own
     test_cli = cli_main(["test", *tiny_args, "--ckpt_path", results["checkpoint"]])
     assert test_cli.trainer.callback_metrics["test/user_acc"] == pytest.approx(
-        results["metrics"]["test/user_acc"])
+        results["metrics"]["test/user_acc"]
+    )
 
 
 def test_print_config_shows_the_schema():
-    out = subprocess.run([sys.executable, "-m", "mrm_lightning", "fit", "--config",
-                          str(REPO / "configs/tiny.yaml"), "--print_config"],
-                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mrm_lightning",
+            "fit",
+            "--config",
+            str(REPO / "configs/tiny.yaml"),
+            "--print_config",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
     config = yaml.safe_load(out)
     assert config["model"]["inner_steps"] == 2
     assert config["data"]["source"]["class_path"] == "mrm_lightning.SyntheticPopulation"
 
 
-@pytest.mark.parametrize("flag, value, match", [
-    ("--model.num_base_rewards", "0", "num_base_rewards"),
-    ("--data.support_size", "100", "support_size"),
-    ("--trainer.callbacks.tail_fraction", "1.5", "tail_fraction"),
-])
+@pytest.mark.parametrize(
+    "flag, value, match",
+    [
+        ("--model.num_base_rewards", "0", "num_base_rewards"),
+        ("--data.support_size", "100", "support_size"),
+        ("--trainer.callbacks.tail_fraction", "1.5", "tail_fraction"),
+    ],
+)
 def test_bad_settings_fail_at_start_up_naming_the_setting(tiny_args, flag, value, match):
     args = ["fit", *tiny_args, flag, value]
     if "callbacks" in flag:  # address the RPO callback (first in the list)
-        args = ["fit", *tiny_args, "--trainer.callbacks+=mrm_lightning.RobustPersonalization",
-                flag, value]
+        args = [
+            "fit",
+            *tiny_args,
+            "--trainer.callbacks+=mrm_lightning.RobustPersonalization",
+            flag,
+            value,
+        ]
     with pytest.raises(ValueError, match=match):
         cli_main(args)

@@ -8,13 +8,15 @@ from mrm_lightning.splits import TEST, TRAIN, VAL
 
 
 def small_population(**kw):
-    return SyntheticPopulation(num_users=20, embedding_dim=6, num_directions=2, min_pairs=20,
-                               max_pairs=40, **kw)
+    return SyntheticPopulation(
+        num_users=20, embedding_dim=6, num_directions=2, min_pairs=20, max_pairs=40, **kw
+    )
 
 
 def test_every_user_is_split_without_leakage_and_unseen_users_are_capped():
-    dm = EpisodicDataModule(small_population(), users_per_batch=2, support_size=4,
-                            max_train_pairs_unseen=7, seed=1)
+    dm = EpisodicDataModule(
+        small_population(), users_per_batch=2, support_size=4, max_train_pairs_unseen=7, seed=1
+    )
     dm.setup("fit")
     assert len(dm.split.seen_users) == len(dm.split.unseen_users) == 10
     for user in range(20):
@@ -44,12 +46,15 @@ def test_same_seed_same_tasks():
         dm = EpisodicDataModule(small_population(), users_per_batch=3, support_size=4, seed=seed)
         dm.setup("fit")
         return next(iter(dm.train_dataloader()))
+
     a, b, c = first_batch(0), first_batch(0), first_batch(1)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["support_chosen"], c["support_chosen"])
 
 
-@pytest.mark.parametrize("bad", [dict(val_fraction=0.5, test_fraction=0.5), dict(test_fraction=0.0)])
+@pytest.mark.parametrize(
+    "bad", [dict(val_fraction=0.5, test_fraction=0.5), dict(test_fraction=0.0)]
+)
 def test_bad_fractions_are_rejected(bad):
     with pytest.raises(ValueError, match="fraction"):
         EpisodicDataModule(small_population(), **bad)

@@ -26,8 +26,16 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 TIMEOUT_S = 300
 # variables a launcher around pytest might have set; the DDP run must pick its own.
-DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK",
-            "LOCAL_WORLD_SIZE", "GROUP_RANK")
+DIST_ENV = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+)
 
 
 def run_fit(out: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
@@ -36,14 +44,26 @@ def run_fit(out: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
     env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     command = [
-        sys.executable, "-m", "mrm_lightning", "fit", "--config", "configs/tiny.yaml",
-        "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2",
-        "--trainer.logger.init_args.save_dir", str(out / "logs"),
+        sys.executable,
+        "-m",
+        "mrm_lightning",
+        "fit",
+        "--config",
+        "configs/tiny.yaml",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.logger.init_args.save_dir",
+        str(out / "logs"),
         *args,
-        "--trainer.callbacks+=ddp_probe.DDPProbe", "--trainer.callbacks.out_dir", str(probe),
+        "--trainer.callbacks+=ddp_probe.DDPProbe",
+        "--trainer.callbacks.out_dir",
+        str(probe),
     ]
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
+    proc = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
     return proc, probe
 
 
@@ -83,8 +103,11 @@ def test_ddp_fit_completes_with_validation_and_checkpoint(ddp_run):
     assert checkpoints, f"ModelCheckpoint saved nothing under {out / 'logs'}\n{log}"
     # the checkpoint is selected on val/user_acc: validation ran and its metric was synced.
     state = torch.load(checkpoints[-1], weights_only=False, map_location="cpu")
-    scores = [s["best_model_score"] for k, s in state["callbacks"].items()
-              if k.startswith("ModelCheckpoint")]
+    scores = [
+        s["best_model_score"]
+        for k, s in state["callbacks"].items()
+        if k.startswith("ModelCheckpoint")
+    ]
     assert scores and all(s is not None and torch.isfinite(s) for s in scores), scores
 
 
@@ -118,11 +141,13 @@ def test_ddp_matches_single_process_with_the_same_global_batch(ddp_ranks, tmp_pa
     single = torch.load(probe / "rank0.pt", weights_only=False)
     rank0, rank1 = ddp_ranks
     assert single["world_size"] == 1
-    global_batches = [sorted(a + b) for a, b in
-                      zip(rank0["step_users"], rank1["step_users"], strict=True)]
+    global_batches = [
+        sorted(a + b) for a, b in zip(rank0["step_users"], rank1["step_users"], strict=True)
+    ]
     assert global_batches == [sorted(users) for users in single["step_users"]]
-    torch.testing.assert_close(torch.tensor(rank0["thresholds"]),
-                               torch.tensor(single["thresholds"]))
+    torch.testing.assert_close(
+        torch.tensor(rank0["thresholds"]), torch.tensor(single["thresholds"])
+    )
     assert rank0["params"].keys() == single["params"].keys()
     for name, value in single["params"].items():
         torch.testing.assert_close(rank0["params"][name], value, msg=f"{name}: DDP != 1 process")

@@ -17,7 +17,9 @@ def test_softmax_combination_is_a_convex_mix():
 
 def test_linear_combination_uses_raw_weights():
     base = torch.tensor([[[2.0, 4.0]]])
-    torch.testing.assert_close(combine(torch.tensor([[1.0, -1.0]]), base, "linear"), torch.tensor([[-2.0]]))
+    torch.testing.assert_close(
+        combine(torch.tensor([[1.0, -1.0]]), base, "linear"), torch.tensor([[-2.0]])
+    )
 
 
 def test_unknown_combination_is_rejected():

@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from mrm_lightning.losses import (
-    bradley_terry_loss, per_user_accuracy, rpo_objective, rpo_threshold, rpo_weights,
+    bradley_terry_loss,
+    per_user_accuracy,
+    rpo_objective,
+    rpo_threshold,
+    rpo_weights,
 )
 
 
@@ -51,7 +55,9 @@ def test_rpo_soft_weights_and_objective():
     torch.testing.assert_close(weights, expected)
     total = 1 * 0.0474259 + 2 * 0.2689414 + 3 * 0.7310586 + 4 * 0.9525741  # 6.588781
     assert rpo_objective(losses, 0.5, 0.5).item() == pytest.approx(total, rel=1e-6)
-    assert rpo_objective(losses, 0.5, 0.5, reduction="mean").item() == pytest.approx(total / 4, rel=1e-6)
+    assert rpo_objective(losses, 0.5, 0.5, reduction="mean").item() == pytest.approx(
+        total / 4, rel=1e-6
+    )
 
 
 def test_rpo_hard_mask_when_smoothness_not_positive():

@@ -12,9 +12,17 @@ from .conftest import REPO
 
 @pytest.mark.slow
 def test_default_synthetic_job_closes_most_of_the_gap_on_unseen_users(tmp_path):
-    cli = cli_main(["fit", "--config", str(REPO / "configs/synthetic.yaml"),
-                    "--trainer.logger.init_args.save_dir", str(tmp_path),
-                    "--trainer.enable_progress_bar", "false"])
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs/synthetic.yaml"),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     dm = cli.datamodule
     assert max(len(dm.pairs_by_split[TRAIN][u]) for u in dm.split.unseen_users.tolist()) <= 20
     results = json.loads(next(tmp_path.rglob("results.json")).read_text())

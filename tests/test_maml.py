@@ -22,8 +22,14 @@ def test_one_sgd_step_by_hand():
 
 
 def test_first_adam_step_is_lr_times_sign_of_gradient():
-    w = adapt(torch.tensor([0.5, 0.5]), *one_pair(), steps=1, lr=0.1, optimizer="adam",
-              combination="linear")
+    w = adapt(
+        torch.tensor([0.5, 0.5]),
+        *one_pair(),
+        steps=1,
+        lr=0.1,
+        optimizer="adam",
+        combination="linear",
+    )
     torch.testing.assert_close(w, torch.tensor([[0.6, 0.4]]))
 
 
@@ -93,11 +99,13 @@ def test_same_meta_gradients_as_learn2learn():
         learner = maml.clone()
         real = mask[user : user + 1]
         for _ in range(2):
-            support = pair_margins(learner.w[None], head(sc[user : user + 1]),
-                                   head(sr[user : user + 1]), "linear")
+            support = pair_margins(
+                learner.w[None], head(sc[user : user + 1]), head(sr[user : user + 1]), "linear"
+            )
             learner.adapt(bradley_terry_loss(support, real).sum())
-        query = pair_margins(learner.w[None], head(qc[user : user + 1]), head(qr[user : user + 1]),
-                             "linear")
+        query = pair_margins(
+            learner.w[None], head(qc[user : user + 1]), head(qr[user : user + 1]), "linear"
+        )
         total = total + bradley_terry_loss(query, real).sum() / sc.shape[0]
     total.backward()
     ours = meta_gradients(adapt, "linear", steps=2, lr=0.5)

@@ -8,8 +8,10 @@ from mrm_lightning.metrics import UserAccuracy
 
 def test_user_level_accuracy_is_a_mean_over_users_not_pairs():
     metric = UserAccuracy()
-    metric.update(torch.tensor([[1.0, -1.0, 2.0, 9.0], [1.0, 1.0, 9.0, 9.0]]),
-                  torch.tensor([[True, True, True, False], [True, True, False, False]]))
+    metric.update(
+        torch.tensor([[1.0, -1.0, 2.0, 9.0], [1.0, 1.0, 9.0, 9.0]]),
+        torch.tensor([[True, True, True, False], [True, True, False, False]]),
+    )
     metric.update(torch.tensor([[-1.0]]), torch.tensor([[True]]))
     # users: 2/3, 2/2, 0/1 -> (2/3 + 1 + 0) / 3 = 0.5556; pooled over pairs it would be 4/6.
     assert metric.compute().item() == pytest.approx((2 / 3 + 1 + 0) / 3)

@@ -9,8 +9,12 @@ from mrm_lightning import EpisodicDataModule, MetaRewardModel, SyntheticPopulati
 @pytest.fixture
 def datamodule():
     dm = EpisodicDataModule(
-        SyntheticPopulation(num_users=16, embedding_dim=6, num_directions=2, min_pairs=20, max_pairs=30),
-        users_per_batch=4, support_size=5, max_train_pairs_unseen=8,
+        SyntheticPopulation(
+            num_users=16, embedding_dim=6, num_directions=2, min_pairs=20, max_pairs=30
+        ),
+        users_per_batch=4,
+        support_size=5,
+        max_train_pairs_unseen=8,
     )
     dm.setup("fit")
     return dm
@@ -18,7 +22,9 @@ def datamodule():
 
 @pytest.mark.parametrize("first_order", [False, True])
 def test_meta_gradients_reach_w0_and_the_base_functions(datamodule, first_order):
-    model = MetaRewardModel(embedding_dim=6, num_base_rewards=3, inner_steps=2, first_order=first_order)
+    model = MetaRewardModel(
+        embedding_dim=6, num_base_rewards=3, inner_steps=2, first_order=first_order
+    )
     batch = next(iter(datamodule.train_dataloader()))
     model.training_step(batch, 0).backward()
     assert model.w0.grad.abs().sum() > 0
@@ -61,10 +67,15 @@ def test_evaluation_under_inference_mode_explains_the_fix(datamodule):
         model._evaluate(batch, "val")
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(inner_steps=-1), "inner_steps"), (dict(combination="max"), "combination"),
-    (dict(num_base_rewards=0), "num_base_rewards"), (dict(inner_optimizer="rmsprop"), "inner_optimizer"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(inner_steps=-1), "inner_steps"),
+        (dict(combination="max"), "combination"),
+        (dict(num_base_rewards=0), "num_base_rewards"),
+        (dict(inner_optimizer="rmsprop"), "inner_optimizer"),
+    ],
+)
 def test_bad_model_settings_name_the_setting(bad, match):
     with pytest.raises(ValueError, match=match):
         MetaRewardModel(embedding_dim=6, **bad)

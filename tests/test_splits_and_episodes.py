@@ -4,10 +4,22 @@ import pytest
 import torch
 
 from mrm_lightning.episodes import (
-    EvalBatches, MetaTrainBatches, collate_pairs, resolve_size, sample_support_query,
+    EvalBatches,
+    MetaTrainBatches,
+    collate_pairs,
+    resolve_size,
+    sample_support_query,
 )
 from mrm_lightning.preferences import PreferenceData
-from mrm_lightning.splits import TEST, TRAIN, UNUSED, VAL, split_pairs, split_user_units, split_users
+from mrm_lightning.splits import (
+    TEST,
+    TRAIN,
+    UNUSED,
+    VAL,
+    split_pairs,
+    split_user_units,
+    split_users,
+)
 
 
 def shared_unit_data(num_users=12, pairs_per_user=30, units_per_user=10, seed=0):
@@ -18,8 +30,12 @@ def shared_unit_data(num_users=12, pairs_per_user=30, units_per_user=10, seed=0)
     unit = user * units_per_user + local_unit.repeat(num_users)
     rows = torch.arange(2 * len(user))
     return PreferenceData(
-        embeddings=torch.randn(len(rows), 4, generator=gen), user=user, chosen=rows[0::2],
-        rejected=rows[1::2], unit=unit, user_ids=[f"u{i}" for i in range(num_users)],
+        embeddings=torch.randn(len(rows), 4, generator=gen),
+        user=user,
+        chosen=rows[0::2],
+        rejected=rows[1::2],
+        unit=unit,
+        user_ids=[f"u{i}" for i in range(num_users)],
     ).validate()
 
 
@@ -33,7 +49,9 @@ def test_split_users_is_seeded_and_disjoint():
 
 def test_split_user_units_keeps_units_whole_and_honours_the_cap():
     units = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 4, 5, 5, 5, 6, 7, 8, 9])
-    split = split_user_units(units, 0.2, 0.2, max_train_pairs=4, gen=torch.Generator().manual_seed(0))
+    split = split_user_units(
+        units, 0.2, 0.2, max_train_pairs=4, gen=torch.Generator().manual_seed(0)
+    )
     for unit in units.unique():
         assert len(split[units == unit].unique()) == 1  # a unit never straddles two splits
     assert (split == TEST).any() and (split == TRAIN).any()
@@ -44,8 +62,15 @@ def test_split_pairs_no_leakage_caps_and_min_pairs():
     data = shared_unit_data()
     moved = (data.user == 11).nonzero().flatten()[:20]
     data.user[moved] = 10  # user 11 keeps 10 pairs, under the minimum of 20
-    kwargs = dict(unseen_fraction=0.5, val_fraction=0.2, test_fraction=0.3, max_train_pairs_seen=None,
-                  max_train_pairs_unseen=6, min_pairs_per_user=20, seed=3)
+    kwargs = dict(
+        unseen_fraction=0.5,
+        val_fraction=0.2,
+        test_fraction=0.3,
+        max_train_pairs_seen=None,
+        max_train_pairs_unseen=6,
+        min_pairs_per_user=20,
+        seed=3,
+    )
     summary = split_pairs(data, **kwargs)
     assert summary.dropped_users.tolist() == [11]
     assert int((data.user == 11).sum()) == 10
@@ -57,7 +82,9 @@ def test_split_pairs_no_leakage_caps_and_min_pairs():
     for user in summary.unseen_users.tolist():
         assert int(((data.user == user) & (summary.pair_split == TRAIN)).sum()) <= 6
     assert torch.equal(summary.pair_split, split_pairs(data, **kwargs).pair_split)  # seeded
-    assert not torch.equal(summary.pair_split, split_pairs(data, **{**kwargs, "seed": 4}).pair_split)
+    assert not torch.equal(
+        summary.pair_split, split_pairs(data, **{**kwargs, "seed": 4}).pair_split
+    )
     assert (summary.pair_split[data.user == 11] == UNUSED).all()
 
 
@@ -102,9 +129,18 @@ def train_pairs_of(data):
 
 def meta_batches(rank, world, epoch=0, seed=0):
     data = shared_unit_data()
-    tasks = MetaTrainBatches(data, train_pairs_of(data), torch.arange(12), users_per_batch=3,
-                             support_size=6, query_size=None, seed=seed, epoch=lambda: epoch,
-                             rank=rank, world_size=world)
+    tasks = MetaTrainBatches(
+        data,
+        train_pairs_of(data),
+        torch.arange(12),
+        users_per_batch=3,
+        support_size=6,
+        query_size=None,
+        seed=seed,
+        epoch=lambda: epoch,
+        rank=rank,
+        world_size=world,
+    )
     return list(tasks)
 
 
@@ -133,7 +169,9 @@ def test_eval_batches_cover_every_user_once_across_processes():
     seen = torch.arange(6)
     users = []
     for rank in range(3):
-        for batch in EvalBatches(data, pairs, pairs, seen, users_per_batch=2, rank=rank, world_size=3):
+        for batch in EvalBatches(
+            data, pairs, pairs, seen, users_per_batch=2, rank=rank, world_size=3
+        ):
             users += batch["user"].tolist()
             assert batch["is_seen"].tolist() == [u < 6 for u in batch["user"].tolist()]
     assert sorted(users) == list(range(12))

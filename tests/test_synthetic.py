@@ -28,8 +28,10 @@ def test_one_global_reward_model_is_far_below_the_oracle():
     data = SyntheticPopulation().load()  # the default population of `make train`
     train_users = data.user < data.num_users // 2
     first_half = torch.arange(data.num_pairs) % 2 == 0
-    weights, _ = fit_global_reward(data.subset((train_users & first_half).nonzero().flatten()),
-                                   data.subset((train_users & ~first_half).nonzero().flatten()))
+    weights, _ = fit_global_reward(
+        data.subset((train_users & first_half).nonzero().flatten()),
+        data.subset((train_users & ~first_half).nonzero().flatten()),
+    )
     held_out = data.subset((~train_users).nonzero().flatten())
     diff = held_out.embeddings[held_out.chosen] - held_out.embeddings[held_out.rejected]
     global_acc, _ = user_level_accuracy(diff @ weights, held_out.user)

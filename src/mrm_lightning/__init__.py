@@ -10,6 +10,13 @@ from .synthetic import SyntheticPopulation
 
 __version__ = "0.1.0"
 __all__ = [
-    "BaseRewardFunctions", "EpisodicDataModule", "MetaRewardModel", "PreferenceData",
-    "PreferenceSource", "ResultsReport", "RobustPersonalization", "SyntheticPopulation", "combine",
+    "BaseRewardFunctions",
+    "EpisodicDataModule",
+    "MetaRewardModel",
+    "PreferenceData",
+    "PreferenceSource",
+    "ResultsReport",
+    "RobustPersonalization",
+    "SyntheticPopulation",
+    "combine",
 ]

@@ -46,7 +46,9 @@ def user_level_accuracy(margins: Tensor, users: Tensor) -> tuple[float, int]:
 
 
 def fit_global_reward(
-    train: PreferenceData, val: PreferenceData, l2_grid: Sequence[float] = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
+    train: PreferenceData,
+    val: PreferenceData,
+    l2_grid: Sequence[float] = (0.0, 1e-4, 1e-3, 1e-2, 1e-1),
 ) -> tuple[Tensor, float]:
     """Fit one linear reward on pooled training pairs; pick L2 by user-level validation accuracy."""
     train_diff, val_diff = pair_differences(train), pair_differences(val)
@@ -63,4 +65,3 @@ def fit_global_reward(
 def evaluate_linear_reward(weights: Tensor, pairs: PreferenceData) -> tuple[float, int]:
     """User-level accuracy of one fixed linear reward on some pairs."""
     return user_level_accuracy(pair_differences(pairs) @ weights, pairs.user)
-

@@ -57,17 +57,27 @@ class EpisodicDataModule(LightningDataModule):
         if users_per_batch < 1 or eval_users_per_batch < 1:
             raise ValueError("users_per_batch and eval_users_per_batch must be >= 1")
         if not 0.0 <= val_fraction < 1.0 or not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"need 0 <= val_fraction < 1 and 0 < test_fraction < 1, got "
-                             f"val_fraction={val_fraction}, test_fraction={test_fraction}")
+            raise ValueError(
+                f"need 0 <= val_fraction < 1 and 0 < test_fraction < 1, got "
+                f"val_fraction={val_fraction}, test_fraction={test_fraction}"
+            )
         if val_fraction + test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave room for training pairs")
         self.source = source
-        self.users_per_batch, self.support_size, self.query_size = users_per_batch, support_size, query_size
+        self.users_per_batch, self.support_size, self.query_size = (
+            users_per_batch,
+            support_size,
+            query_size,
+        )
         self.eval_users_per_batch = eval_users_per_batch
         self.split_settings = dict(
-            unseen_fraction=unseen_fraction, val_fraction=val_fraction, test_fraction=test_fraction,
-            max_train_pairs_seen=max_train_pairs_seen, max_train_pairs_unseen=max_train_pairs_unseen,
-            min_pairs_per_user=min_pairs_per_user, seed=seed,
+            unseen_fraction=unseen_fraction,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            max_train_pairs_seen=max_train_pairs_seen,
+            max_train_pairs_unseen=max_train_pairs_unseen,
+            min_pairs_per_user=min_pairs_per_user,
+            seed=seed,
         )
         self.seed = seed
         self.data: PreferenceData | None = None
@@ -95,7 +105,10 @@ class EpisodicDataModule(LightningDataModule):
         self._check_episode_sizes()
         log.info(
             "%d users (%d seen, %d unseen, %d dropped with < %d pairs); pairs train/val/test = %s",
-            data.num_users, len(split.seen_users), len(split.unseen_users), len(split.dropped_users),
+            data.num_users,
+            len(split.seen_users),
+            len(split.unseen_users),
+            len(split.dropped_users),
             self.split_settings["min_pairs_per_user"],
             "/".join(str(int((split.pair_split == p).sum())) for p in (TRAIN, VAL, TEST)),
         )
@@ -104,8 +117,10 @@ class EpisodicDataModule(LightningDataModule):
         """Fail at start-up, naming the setting, when episodes cannot be drawn."""
         assert self.split is not None
         if not len(self.split.seen_users):
-            raise ValueError("no seen users to meta-train on: lower data.unseen_fraction or "
-                             "data.min_pairs_per_user")
+            raise ValueError(
+                "no seen users to meta-train on: lower data.unseen_fraction or "
+                "data.min_pairs_per_user"
+            )
         train = self.pairs_by_split[TRAIN]
         fewest = min(len(train[int(u)]) for u in self.split.seen_users)
         if resolve_size(self.support_size, fewest) >= fewest:
@@ -123,10 +138,16 @@ class EpisodicDataModule(LightningDataModule):
         assert self.data is not None and self.split is not None
         rank, world = self._rank_world()
         tasks = MetaTrainBatches(
-            self.data, self.pairs_by_split[TRAIN], self.split.seen_users, self.users_per_batch,
-            self.support_size, self.query_size, self.seed,
+            self.data,
+            self.pairs_by_split[TRAIN],
+            self.split.seen_users,
+            self.users_per_batch,
+            self.support_size,
+            self.query_size,
+            self.seed,
             epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
-            rank=rank, world_size=world,
+            rank=rank,
+            world_size=world,
         )
         if len(tasks) == 0:
             raise ValueError(
@@ -139,8 +160,13 @@ class EpisodicDataModule(LightningDataModule):
         assert self.data is not None and self.split is not None
         rank, world = self._rank_world()
         users = EvalBatches(
-            self.data, self.pairs_by_split[TRAIN], self.pairs_by_split[held_out],
-            self.split.seen_users, self.eval_users_per_batch, rank=rank, world_size=world,
+            self.data,
+            self.pairs_by_split[TRAIN],
+            self.pairs_by_split[held_out],
+            self.split.seen_users,
+            self.eval_users_per_batch,
+            rank=rank,
+            world_size=world,
         )
         return DataLoader(users, batch_size=None)
 

@@ -60,11 +60,16 @@ def sample_support_query(
     return support, query
 
 
-def collate_pairs(data: PreferenceData, per_user_pairs: Sequence[Tensor], prefix: str) -> dict[str, Tensor]:
+def collate_pairs(
+    data: PreferenceData, per_user_pairs: Sequence[Tensor], prefix: str
+) -> dict[str, Tensor]:
     """Gather embeddings of each user's pairs into padded ``[B, P, D]`` tensors plus a mask."""
     index = pad_sequence(list(per_user_pairs), batch_first=True, padding_value=0)
-    mask = pad_sequence([torch.ones(len(p), dtype=torch.bool) for p in per_user_pairs],
-                        batch_first=True, padding_value=False)
+    mask = pad_sequence(
+        [torch.ones(len(p), dtype=torch.bool) for p in per_user_pairs],
+        batch_first=True,
+        padding_value=False,
+    )
     batch = {
         f"{prefix}_chosen": data.embeddings[data.chosen[index]],
         f"{prefix}_rejected": data.embeddings[data.rejected[index]],
@@ -105,7 +110,11 @@ class MetaTrainBatches(IterableDataset):
         world_size: int = 1,
     ) -> None:
         self.data, self.train_pairs, self.users = data, train_pairs, users
-        self.users_per_batch, self.support_size, self.query_size = users_per_batch, support_size, query_size
+        self.users_per_batch, self.support_size, self.query_size = (
+            users_per_batch,
+            support_size,
+            query_size,
+        )
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
 
     def __len__(self) -> int:
@@ -114,7 +123,10 @@ class MetaTrainBatches(IterableDataset):
     def episode(self, user: int, epoch: int) -> tuple[Tensor, Tensor]:
         pairs = self.train_pairs[user]
         support, query = sample_support_query(
-            self.data.unit[pairs], self.support_size, self.query_size, _seeded(self.seed, epoch, user)
+            self.data.unit[pairs],
+            self.support_size,
+            self.query_size,
+            _seeded(self.seed, epoch, user),
         )
         return pairs[support], pairs[query]
 
@@ -124,10 +136,13 @@ class MetaTrainBatches(IterableDataset):
         width = self.users_per_batch * self.world_size
         for step in range(len(self)):
             start = step * width + self.rank * self.users_per_batch
-            users = order[start:start + self.users_per_batch]
+            users = order[start : start + self.users_per_batch]
             support, query = zip(*(self.episode(int(u), epoch) for u in users))
-            yield {**collate_pairs(self.data, support, "support"),
-                   **collate_pairs(self.data, query, "query"), "user": users}
+            yield {
+                **collate_pairs(self.data, support, "support"),
+                **collate_pairs(self.data, query, "query"),
+                "user": users,
+            }
 
 
 class EvalBatches(IterableDataset):
@@ -147,7 +162,9 @@ class EvalBatches(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        users = sorted(u for u, pairs in query_pairs.items() if len(pairs) and len(support_pairs[u]))
+        users = sorted(
+            u for u, pairs in query_pairs.items() if len(pairs) and len(support_pairs[u])
+        )
         self.users = users[rank::world_size]
         self.data, self.support_pairs, self.query_pairs = data, support_pairs, query_pairs
         self.seen = set(seen_users.tolist())
@@ -158,7 +175,7 @@ class EvalBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         for start in range(0, len(self.users), self.users_per_batch):
-            users = self.users[start:start + self.users_per_batch]
+            users = self.users[start : start + self.users_per_batch]
             yield {
                 **collate_pairs(self.data, [self.support_pairs[u] for u in users], "support"),
                 **collate_pairs(self.data, [self.query_pairs[u] for u in users], "query"),

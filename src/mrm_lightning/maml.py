@@ -80,11 +80,15 @@ def adapt(
             update = grad
         elif optimizer == "adam":
             beta1, beta2 = ADAM_BETAS
-            first_moment = (1 - beta1) * grad if first_moment is None else (
-                beta1 * first_moment + (1 - beta1) * grad
+            first_moment = (
+                (1 - beta1) * grad
+                if first_moment is None
+                else (beta1 * first_moment + (1 - beta1) * grad)
             )
-            second_moment = (1 - beta2) * grad * grad if second_moment is None else (
-                beta2 * second_moment + (1 - beta2) * grad * grad
+            second_moment = (
+                (1 - beta2) * grad * grad
+                if second_moment is None
+                else (beta2 * second_moment + (1 - beta2) * grad * grad)
             )
             m_hat = first_moment / (1 - beta1**step)
             v_hat = second_moment / (1 - beta2**step)

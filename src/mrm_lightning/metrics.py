@@ -27,8 +27,9 @@ class UserAccuracy(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_state("accuracy_sum", default=torch.tensor(0.0, dtype=torch.float64),
-                       dist_reduce_fx="sum")
+        self.add_state(
+            "accuracy_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("users", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         # every user's accuracy, for histograms and the hardest users; gathered with "cat".
         self.add_state("per_user", default=[], dist_reduce_fx="cat")

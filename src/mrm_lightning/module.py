@@ -71,11 +71,17 @@ class MetaRewardModel(LightningModule):
         if inner_lr < 0:
             raise ValueError(f"model.inner_lr must be >= 0, got {inner_lr}")
         if combination not in ("softmax", "linear"):
-            raise ValueError(f"model.combination must be 'softmax' or 'linear', got {combination!r}")
+            raise ValueError(
+                f"model.combination must be 'softmax' or 'linear', got {combination!r}"
+            )
         if inner_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"model.inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
+            raise ValueError(
+                f"model.inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}"
+            )
         self.save_hyperparameters(ignore=["optimizer"])
-        self.base_rewards = BaseRewardFunctions(embedding_dim, num_base_rewards, hidden_dim, input_scale)
+        self.base_rewards = BaseRewardFunctions(
+            embedding_dim, num_base_rewards, hidden_dim, input_scale
+        )
         # softmax(0) mixes the base functions equally; linear mixing starts from their mean too.
         initial = 0.0 if combination == "softmax" else 1.0 / num_base_rewards
         self.w0 = nn.Parameter(torch.full((num_base_rewards,), initial))
@@ -84,31 +90,49 @@ class MetaRewardModel(LightningModule):
         #: MAML). The RPO callback installs itself here.
         self.task_loss_reducer: Callable[[Tensor], Tensor] | None = None
         self.train_accuracy = UserAccuracy()
-        self.eval_metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({
-                group: nn.ModuleDict({
-                    "user_acc": UserAccuracy(), "user_acc_w0": UserAccuracy(),
-                    "oracle_acc": UserAccuracy(), "bt_loss": MeanMetric(),
-                }) for group in GROUPS
-            }) for stage in EVAL_STAGES
-        })
+        self.eval_metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict(
+                    {
+                        group: nn.ModuleDict(
+                            {
+                                "user_acc": UserAccuracy(),
+                                "user_acc_w0": UserAccuracy(),
+                                "oracle_acc": UserAccuracy(),
+                                "bt_loss": MeanMetric(),
+                            }
+                        )
+                        for group in GROUPS
+                    }
+                )
+                for stage in EVAL_STAGES
+            }
+        )
 
     # -------------------------------------------------------------- the method
     def adapt_users(self, batch: dict[str, Tensor], *, first_order: bool | None = None) -> Tensor:
         """Adapted weights ``[B, K]`` of the batch's users from their support pairs."""
         hp = self.hparams
         return adapt(
-            self.w0, self.base_rewards(batch["support_chosen"]),
-            self.base_rewards(batch["support_rejected"]), batch["support_mask"],
-            steps=hp.inner_steps, lr=hp.inner_lr, optimizer=hp.inner_optimizer,
+            self.w0,
+            self.base_rewards(batch["support_chosen"]),
+            self.base_rewards(batch["support_rejected"]),
+            batch["support_mask"],
+            steps=hp.inner_steps,
+            lr=hp.inner_lr,
+            optimizer=hp.inner_optimizer,
             first_order=hp.first_order if first_order is None else first_order,
             combination=hp.combination,
         )
 
     def query_margins(self, weights: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """``[B, Q]`` reward margins of the query pairs under per-user ``weights``."""
-        return pair_margins(weights, self.base_rewards(batch["query_chosen"]),
-                            self.base_rewards(batch["query_rejected"]), self.hparams.combination)
+        return pair_margins(
+            weights,
+            self.base_rewards(batch["query_chosen"]),
+            self.base_rewards(batch["query_rejected"]),
+            self.hparams.combination,
+        )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         weights = self.adapt_users(batch)
@@ -120,17 +144,27 @@ class MetaRewardModel(LightningModule):
         batch_size = len(losses)
         self.log("train/query_loss", losses.mean().detach(), batch_size=batch_size, prog_bar=True)
         self.log("train/objective", objective.detach(), batch_size=batch_size)
-        self.log("train/adapt_distance", (weights - self.w0).norm(dim=-1).mean().detach(),
-                 batch_size=batch_size)
-        self.log("train/user_acc", self.train_accuracy, on_step=False, on_epoch=True,
-                 batch_size=batch_size)
+        self.log(
+            "train/adapt_distance",
+            (weights - self.w0).norm(dim=-1).mean().detach(),
+            batch_size=batch_size,
+        )
+        self.log(
+            "train/user_acc",
+            self.train_accuracy,
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch_size,
+        )
         return objective
 
     # ------------------------------------------------------------- evaluation
     def _evaluate(self, batch: dict[str, Tensor], stage: str) -> None:
         if torch.is_inference_mode_enabled():
-            raise RuntimeError("MRM adapts users during evaluation, which needs gradients: "
-                               "set trainer.inference_mode=false")
+            raise RuntimeError(
+                "MRM adapts users during evaluation, which needs gradients: "
+                "set trainer.inference_mode=false"
+            )
         with torch.enable_grad():  # evaluation runs under no_grad; adaptation needs autograd
             weights = self.adapt_users(batch, first_order=True).detach()
         with torch.no_grad():
@@ -139,7 +173,11 @@ class MetaRewardModel(LightningModule):
         mask, is_seen = batch["query_mask"], batch["is_seen"]
         losses = bradley_terry_loss(margins, mask)
         oracle = batch.get("query_oracle_margin")
-        for group, rows in (("seen", is_seen), ("unseen", ~is_seen), ("all", torch.ones_like(is_seen))):
+        for group, rows in (
+            ("seen", is_seen),
+            ("unseen", ~is_seen),
+            ("all", torch.ones_like(is_seen)),
+        ):
             metrics = self.eval_metrics[stage][group]
             metrics["user_acc"].update(margins[rows], mask[rows])
             metrics["user_acc_w0"].update(margins_w0[rows], mask[rows])
@@ -149,8 +187,13 @@ class MetaRewardModel(LightningModule):
             prefix = metric_prefix(stage, group)
             for name, metric in metrics.items():
                 if name != "oracle_acc" or oracle is not None:
-                    self.log(f"{prefix}/{name}", metric, on_step=False, on_epoch=True,
-                             batch_size=len(losses))
+                    self.log(
+                        f"{prefix}/{name}",
+                        metric,
+                        on_step=False,
+                        on_epoch=True,
+                        batch_size=len(losses),
+                    )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -168,10 +211,16 @@ class MetaRewardModel(LightningModule):
             if len(adapted):
                 # already gathered from every process, so the same value everywhere
                 self.log(f"{prefix}/adapt_gain", (adapted - before).mean(), sync_dist=True)
-            if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero and len(adapted):
+            if (
+                isinstance(self.logger, TensorBoardLogger)
+                and self.trainer.is_global_zero
+                and len(adapted)
+            ):
                 writer = self.logger.experiment
                 writer.add_histogram(f"{prefix}/per_user_acc", adapted, self.global_step)
-                writer.add_histogram(f"{prefix}/per_user_adapt_gain", adapted - before, self.global_step)
+                writer.add_histogram(
+                    f"{prefix}/per_user_adapt_gain", adapted - before, self.global_step
+                )
 
     def on_validation_epoch_end(self) -> None:
         self._log_user_distributions("val")
@@ -186,8 +235,10 @@ class MetaRewardModel(LightningModule):
             return optimizer
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
-            raise ValueError("model.cosine_schedule needs a finite run: set trainer.max_epochs "
-                             "or trainer.max_steps")
+            raise ValueError(
+                "model.cosine_schedule needs a finite run: set trainer.max_epochs "
+                "or trainer.max_steps"
+            )
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, int(total), self.hparams.warmup_fraction)
         )

@@ -52,7 +52,9 @@ class PreferenceData:
     def validate(self, origin: str = "preference data") -> PreferenceData:
         """Check shapes, index ranges and finiteness; raise ``ValueError`` naming the field."""
         if self.embeddings.ndim != 2:
-            raise ValueError(f"{origin}: embeddings must be [T, D], got {tuple(self.embeddings.shape)}")
+            raise ValueError(
+                f"{origin}: embeddings must be [T, D], got {tuple(self.embeddings.shape)}"
+            )
         bad_rows = (~torch.isfinite(self.embeddings)).any(-1).nonzero().flatten()
         if bad_rows.numel():
             raise ValueError(
@@ -60,11 +62,18 @@ class PreferenceData:
                 f"(first: row {int(bad_rows[0])})"
             )
         num_pairs = self.num_pairs
-        for name in ("chosen", "rejected", "unit") + (("oracle_margin",) if self.oracle_margin is not None else ()):
+        for name in ("chosen", "rejected", "unit") + (
+            ("oracle_margin",) if self.oracle_margin is not None else ()
+        ):
             if getattr(self, name).shape != (num_pairs,):
-                raise ValueError(f"{origin}: field {name!r} must have shape [{num_pairs}] like 'user'")
-        for name, upper in (("user", self.num_users), ("chosen", len(self.embeddings)),
-                            ("rejected", len(self.embeddings))):
+                raise ValueError(
+                    f"{origin}: field {name!r} must have shape [{num_pairs}] like 'user'"
+                )
+        for name, upper in (
+            ("user", self.num_users),
+            ("chosen", len(self.embeddings)),
+            ("rejected", len(self.embeddings)),
+        ):
             values = getattr(self, name)
             if num_pairs and (values.min() < 0 or values.max() >= upper):
                 raise ValueError(f"{origin}: field {name!r} has indices outside [0, {upper})")
@@ -77,8 +86,13 @@ class PreferenceData:
         """The same table restricted to some pairs (embeddings are shared, not copied)."""
         oracle = None if self.oracle_margin is None else self.oracle_margin[pair_index]
         return PreferenceData(
-            self.embeddings, self.user[pair_index], self.chosen[pair_index],
-            self.rejected[pair_index], self.unit[pair_index], self.user_ids, oracle,
+            self.embeddings,
+            self.user[pair_index],
+            self.chosen[pair_index],
+            self.rejected[pair_index],
+            self.unit[pair_index],
+            self.user_ids,
+            oracle,
         )
 
 

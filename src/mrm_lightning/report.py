@@ -58,8 +58,11 @@ class ResultsReport(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         rows: dict[str, dict[str, float]] = {}
         for label, key in (("MRM (adapted)", "user_acc"), ("MRM w0, no adaptation", "user_acc_w0")):
-            rows[label] = {col: metrics[f"{prefix}/{key}"] for col, prefix in COLUMNS
-                           if f"{prefix}/{key}" in metrics}
+            rows[label] = {
+                col: metrics[f"{prefix}/{key}"]
+                for col, prefix in COLUMNS
+                if f"{prefix}/{key}" in metrics
+            }
         datamodule = trainer.datamodule
         if self.global_baseline and hasattr(datamodule, "pairs"):
             seen = datamodule.split.seen_users
@@ -70,9 +73,14 @@ class ResultsReport(Callback):
                 for col, users in groups.items()
             }
         if "test/oracle_acc" in metrics:
-            rows["oracle (true rewards)"] = {col: metrics[f"{prefix}/oracle_acc"] for col, prefix in COLUMNS}
-        self.results = {"user_level_accuracy": rows, "metrics": metrics,
-                        "checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", None)}
+            rows["oracle (true rewards)"] = {
+                col: metrics[f"{prefix}/oracle_acc"] for col, prefix in COLUMNS
+            }
+        self.results = {
+            "user_level_accuracy": rows,
+            "metrics": metrics,
+            "checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", None),
+        }
         gap = _gap_closed(rows, "unseen")
         if gap is not None:
             self.results["unseen_gap_closed"] = gap
@@ -80,8 +88,10 @@ class ResultsReport(Callback):
         write_json_atomically(path, self.results)
         print("\n" + format_table(rows))
         if gap is not None:
-            print(f"\nOn unseen users MRM closes {gap:.0%} of the gap from the global model "
-                  "to the oracle: (MRM - global) / (oracle - global).")
+            print(
+                f"\nOn unseen users MRM closes {gap:.0%} of the gap from the global model "
+                "to the oracle: (MRM - global) / (oracle - global)."
+            )
         print(f"\nResults: {path}")
         logger_root = Path(trainer.logger.save_dir) if trainer.logger is not None else run_dir
         print(f"TensorBoard logs: {run_dir}\n  open them with: tensorboard --logdir {logger_root}")

@@ -17,7 +17,7 @@ from .losses import rpo_threshold, rpo_weights
 
 
 class RobustPersonalization(Callback):
-    """objective = sum_i a_i L_i with a_i = sigmoid((L_i - tau) / gamma), tau = quantile(L, 1 - rho).
+    """RPO: sum_i a_i L_i, a_i = sigmoid((L_i - tau) / gamma), tau = quantile(L, 1 - rho).
 
     Under DDP the quantile is taken over the losses of the whole global meta-batch (gathered
     from every process), so all processes use the same tau. DDP averages gradients over
@@ -42,10 +42,13 @@ class RobustPersonalization(Callback):
         histogram_every_n_steps: int = 50,
     ) -> None:
         if not 0.0 < tail_fraction <= 1.0:
-            raise ValueError(f"RobustPersonalization.tail_fraction (rho) must be in (0, 1], "
-                             f"got {tail_fraction}")
+            raise ValueError(
+                f"RobustPersonalization.tail_fraction (rho) must be in (0, 1], got {tail_fraction}"
+            )
         if reduction not in ("sum", "mean"):
-            raise ValueError(f"RobustPersonalization.reduction must be 'sum' or 'mean', got {reduction!r}")
+            raise ValueError(
+                f"RobustPersonalization.reduction must be 'sum' or 'mean', got {reduction!r}"
+            )
         self.tail_fraction, self.smoothness = tail_fraction, smoothness
         self.detach_weights, self.reduction = detach_weights, reduction
         self.histogram_every_n_steps = histogram_every_n_steps
@@ -78,21 +81,28 @@ class RobustPersonalization(Callback):
         self._last = (global_losses, rpo_weights(global_losses, tau, self.smoothness))
         return objective
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if self._last is None:
             return
         losses, weights = self._last
         hardest = losses.topk(max(1, int(round(self.tail_fraction * len(losses))))).values
-        pl_module.log_dict({
-            "rpo/threshold": torch.tensor(self.thresholds[-1]),
-            "rpo/hardest_user_loss": losses.max(),
-            "rpo/tail_mean_loss": hardest.mean(),
-            "rpo/weight_mean": weights.mean(),
-            "rpo/weight_max": weights.max(),
-        }, batch_size=len(losses))
+        pl_module.log_dict(
+            {
+                "rpo/threshold": torch.tensor(self.thresholds[-1]),
+                "rpo/hardest_user_loss": losses.max(),
+                "rpo/tail_mean_loss": hardest.mean(),
+                "rpo/weight_mean": weights.mean(),
+                "rpo/weight_max": weights.max(),
+            },
+            batch_size=len(losses),
+        )
         step = trainer.global_step
-        if (isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero
-                and step % self.histogram_every_n_steps == 0):
+        if (
+            isinstance(trainer.logger, TensorBoardLogger)
+            and trainer.is_global_zero
+            and step % self.histogram_every_n_steps == 0
+        ):
             trainer.logger.experiment.add_histogram("rpo/weights", weights, step)
             trainer.logger.experiment.add_histogram("rpo/user_losses", losses, step)

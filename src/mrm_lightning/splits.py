@@ -27,7 +27,9 @@ class SplitSummary:
     pair_split: Tensor  # [P] TRAIN / VAL / TEST / UNUSED (over a cap, or a dropped user)
 
 
-def split_users(num_users: int, unseen_fraction: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+def split_users(
+    num_users: int, unseen_fraction: float, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Shuffle users and put ``round(unseen_fraction * N)`` of them in the unseen group."""
     if not 0.0 <= unseen_fraction < 1.0:
         raise ValueError(f"unseen_fraction must be in [0, 1), got {unseen_fraction}")
@@ -59,11 +61,11 @@ def split_user_units(
     num_val = min(round(val_fraction * num_units), num_units - num_test - 1)
     unit_split = torch.full((num_units,), TRAIN, dtype=torch.long)
     unit_split[order[:num_test]] = TEST
-    unit_split[order[num_test:num_test + max(num_val, 0)]] = VAL
+    unit_split[order[num_test : num_test + max(num_val, 0)]] = VAL
     if max_train_pairs is not None:
         pairs_per_unit = torch.bincount(pair_unit, minlength=num_units)
         kept = 0
-        for unit in order[num_test + max(num_val, 0):].tolist():
+        for unit in order[num_test + max(num_val, 0) :].tolist():
             if kept + int(pairs_per_unit[unit]) <= max_train_pairs:
                 kept += int(pairs_per_unit[unit])
             else:
@@ -95,7 +97,7 @@ def split_pairs(
     is_seen = torch.zeros(data.num_users, dtype=torch.bool)
     is_seen[seen] = True
     for user in kept.tolist():  # fixed order: the same seed gives the same split
-        rows = order[bounds[user] - counts[user]:bounds[user]]
+        rows = order[bounds[user] - counts[user] : bounds[user]]
         cap = max_train_pairs_seen if is_seen[user] else max_train_pairs_unseen
         pair_split[rows] = split_user_units(data.unit[rows], val_fraction, test_fraction, cap, gen)
     return SplitSummary(seen, unseen, dropped, pair_split)

@@ -4,7 +4,8 @@ Responses are vectors h = U z + noise with z in R^L (L latent "preference direct
 U an orthonormal D x L basis). User u's true reward is r_u(h) = sharpness_u * (a_u . z):
     a_u = shared * s  +  c_cluster(u)  +  spread * eps_u
 with s a direction everyone agrees on (a "quality" axis), c_j a few cluster centres that
-disagree with one another, and eps_u an individual deviation. A fraction of users is harder:
+disagree with one another (unit vectors whose mean is zero, so whatever all users share comes
+from s alone, for every seed), and eps_u an individual deviation. A fraction of users is harder:
 half of them atypical (a random direction instead of a cluster centre), half noisy (lower
 sharpness, so their labels are closer to coin flips). Labels are drawn from Bradley-Terry:
 P(first preferred) = sigmoid(r_u(h_1) - r_u(h_2)).
@@ -58,7 +59,8 @@ class SyntheticPopulation(PreferenceSource):
     ) -> None:
         if not 1 <= num_directions <= embedding_dim:
             raise ValueError(
-                f"num_directions must be in [1, embedding_dim={embedding_dim}], got {num_directions}"
+                f"num_directions must be in [1, embedding_dim={embedding_dim}], "
+                f"got {num_directions}"
             )
         if not 1 <= min_pairs <= max_pairs:
             raise ValueError(f"need 1 <= min_pairs <= max_pairs, got {min_pairs}, {max_pairs}")
@@ -85,22 +87,30 @@ class SyntheticPopulation(PreferenceSource):
         n, dims = self.num_users, self.num_directions
         unit = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731
         shared = unit(torch.randn(dims, generator=gen))
-        centres = unit(torch.randn(self.num_clusters, dims, generator=gen))
+        centres = torch.randn(self.num_clusters, dims, generator=gen)
+        if self.num_clusters > 1:  # centred: the clusters disagree, none is the average taste
+            centres = centres - centres.mean(0)
+        centres = unit(centres)
         cluster = torch.randint(self.num_clusters, (n,), generator=gen)
         taste = centres[cluster]
         kind = torch.rand(n, generator=gen)  # < h/2: atypical, < h: noisy, else typical
         atypical = kind < self.hard_user_fraction / 2
         noisy = (kind >= self.hard_user_fraction / 2) & (kind < self.hard_user_fraction)
         taste = torch.where(atypical[:, None], unit(torch.randn(n, dims, generator=gen)), taste)
-        weights = (self.shared_strength * shared + taste
-                   + self.cluster_spread * torch.randn(n, dims, generator=gen))
+        weights = (
+            self.shared_strength * shared
+            + taste
+            + self.cluster_spread * torch.randn(n, dims, generator=gen)
+        )
         sharpness = torch.full((n,), self.sharpness)
         sharpness[noisy] *= self.noisy_sharpness_factor
         return weights, sharpness
 
     def load(self) -> PreferenceData:
         gen = torch.Generator().manual_seed(self.seed)
-        basis, _ = torch.linalg.qr(torch.randn(self.embedding_dim, self.num_directions, generator=gen))
+        basis, _ = torch.linalg.qr(
+            torch.randn(self.embedding_dim, self.num_directions, generator=gen)
+        )
         weights, sharpness = self.true_user_weights(gen)
         counts = torch.randint(self.min_pairs, self.max_pairs + 1, (self.num_users,), generator=gen)
         user = torch.repeat_interleave(torch.arange(self.num_users), counts)
