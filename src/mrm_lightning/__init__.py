@@ -1,12 +1,14 @@
 """mrm-lightning: personalized reward models by meta-learning (MRM) on PyTorch Lightning."""
 
 from .datamodule import EpisodicDataModule
+from .encoder import TextEncoder
 from .heads import BaseRewardFunctions, combine
 from .module import MetaRewardModel
 from .preferences import PreferenceData, PreferenceSource
 from .report import ResultsReport
 from .rpo import RobustPersonalization
 from .synthetic import SyntheticPopulation
+from .text_sources import RedditTLDR, TextPreferences
 
 __version__ = "0.1.0"
 __all__ = [
@@ -17,6 +19,9 @@ __all__ = [
     "PreferenceSource",
     "ResultsReport",
     "RobustPersonalization",
+    "RedditTLDR",
     "SyntheticPopulation",
+    "TextEncoder",
+    "TextPreferences",
     "combine",
 ]

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .episodes import EvalBatches, MetaTrainBatches, Size, resolve_size
 from .preferences import PreferenceData, PreferenceSource
-from .splits import TEST, TRAIN, VAL, SplitSummary, split_pairs
+from .splits import TEST, TRAIN, UNUSED, VAL, SplitSummary, split_pairs
 from .synthetic import SyntheticPopulation
-
-log = logging.getLogger(__name__)
 
 
 class EpisodicDataModule(LightningDataModule):
@@ -35,6 +32,10 @@ class EpisodicDataModule(LightningDataModule):
         max_train_pairs_seen: cap on a seen user's training pairs (None: no cap).
         max_train_pairs_unseen: cap on an unseen user's training pairs: the few-shot budget.
         min_pairs_per_user: users with fewer pairs are dropped (and reported).
+        min_units_per_user: users with fewer distinct units (PRISM: conversations) are dropped.
+        use_given_split: keep the source's own train / test labels (the paper's TL;DR protocol:
+            a worker's train-split pairs train, its validation-split pairs test); validation
+            pairs are then carved from the training side.
         seed: seeds the user split, the pair split and the episode sampling.
     """
 
@@ -51,6 +52,8 @@ class EpisodicDataModule(LightningDataModule):
         max_train_pairs_seen: int | None = None,
         max_train_pairs_unseen: int | None = 20,
         min_pairs_per_user: int = 10,
+        min_units_per_user: int = 1,
+        use_given_split: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -77,6 +80,8 @@ class EpisodicDataModule(LightningDataModule):
             max_train_pairs_seen=max_train_pairs_seen,
             max_train_pairs_unseen=max_train_pairs_unseen,
             min_pairs_per_user=min_pairs_per_user,
+            min_units_per_user=min_units_per_user,
+            use_given_split=use_given_split,
             seed=seed,
         )
         self.seed = seed
@@ -89,6 +94,12 @@ class EpisodicDataModule(LightningDataModule):
         return self.source.embedding_dim
 
     # ------------------------------------------------------------------ set-up
+    def prepare_data(self) -> None:
+        """Encode and cache real text once (rank 0); synthetic sources have nothing to do."""
+        prepare = getattr(self.source, "prepare", None)
+        if callable(prepare):
+            prepare()
+
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
@@ -103,14 +114,15 @@ class EpisodicDataModule(LightningDataModule):
             chunks = torch.split(by_user, counts.tolist())
             self.pairs_by_split[part] = {int(u): chunks[u] for u in users}
         self._check_episode_sizes()
-        log.info(
-            "%d users (%d seen, %d unseen, %d dropped with < %d pairs); pairs train/val/test = %s",
-            data.num_users,
-            len(split.seen_users),
-            len(split.unseen_users),
-            len(split.dropped_users),
-            self.split_settings["min_pairs_per_user"],
-            "/".join(str(int((split.pair_split == p).sum())) for p in (TRAIN, VAL, TEST)),
+        settings = self.split_settings
+        rank_zero_info(
+            f"{data.num_users} users: {len(split.seen_users)} seen, {len(split.unseen_users)} "
+            f"unseen, {len(split.dropped_users)} removed (under min_pairs_per_user="
+            f"{settings['min_pairs_per_user']} / min_units_per_user="
+            f"{settings['min_units_per_user']}"
+            + (", or not in both given splits" if settings["use_given_split"] else "")
+            + "); pairs train/val/test/unused = "
+            + "/".join(str(int((split.pair_split == p).sum())) for p in (TRAIN, VAL, TEST, UNUSED))
         )
 
     def _check_episode_sizes(self) -> None:

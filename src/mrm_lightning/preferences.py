@@ -27,6 +27,11 @@ class PreferenceData:
         user_ids: the users' names, indexed by ``user``.
         oracle_margin: ``[P]`` true reward(chosen) - reward(rejected) where the true rewards
             are known (synthetic data), else None.
+        given_split: ``[P]`` the source's own TRAIN / TEST label of each pair (-1: none), for
+            protocols that keep a release's splits (Reddit TL;DR); None when the source has none.
+
+    ``embeddings`` may also be a memory-mapped table (``cache.ArrowEmbeddings``): anything with
+    ``shape``, ``len`` and row gathering by an integer tensor.
     """
 
     embeddings: Tensor
@@ -36,6 +41,7 @@ class PreferenceData:
     unit: Tensor
     user_ids: list[str]
     oracle_margin: Tensor | None = None
+    given_split: Tensor | None = None
 
     @property
     def num_pairs(self) -> int:
@@ -55,15 +61,16 @@ class PreferenceData:
             raise ValueError(
                 f"{origin}: embeddings must be [T, D], got {tuple(self.embeddings.shape)}"
             )
-        bad_rows = (~torch.isfinite(self.embeddings)).any(-1).nonzero().flatten()
+        bad_rows = nonfinite_rows(self.embeddings)
         if bad_rows.numel():
             raise ValueError(
                 f"{origin}: embeddings has NaN or infinite values in {bad_rows.numel()} rows "
                 f"(first: row {int(bad_rows[0])})"
             )
         num_pairs = self.num_pairs
-        for name in ("chosen", "rejected", "unit") + (
-            ("oracle_margin",) if self.oracle_margin is not None else ()
+        optional = ("oracle_margin", "given_split")
+        for name in ("chosen", "rejected", "unit") + tuple(
+            n for n in optional if getattr(self, n) is not None
         ):
             if getattr(self, name).shape != (num_pairs,):
                 raise ValueError(
@@ -84,7 +91,10 @@ class PreferenceData:
 
     def subset(self, pair_index: Tensor) -> PreferenceData:
         """The same table restricted to some pairs (embeddings are shared, not copied)."""
-        oracle = None if self.oracle_margin is None else self.oracle_margin[pair_index]
+
+        def pick(values: Tensor | None) -> Tensor | None:
+            return None if values is None else values[pair_index]
+
         return PreferenceData(
             self.embeddings,
             self.user[pair_index],
@@ -92,8 +102,19 @@ class PreferenceData:
             self.rejected[pair_index],
             self.unit[pair_index],
             self.user_ids,
-            oracle,
+            pick(self.oracle_margin),
+            pick(self.given_split),
         )
+
+
+def nonfinite_rows(embeddings, block: int = 65536) -> Tensor:
+    """Rows holding NaN or inf, read block by block (a memory-mapped table never fills RAM)."""
+    bad = []
+    for start in range(0, len(embeddings), block):
+        rows = torch.arange(start, min(start + block, len(embeddings)))
+        values = embeddings[rows]
+        bad.append(rows[(~torch.isfinite(values)).any(-1)])
+    return torch.cat(bad) if bad else torch.empty(0, dtype=torch.long)
 
 
 class PreferenceSource:

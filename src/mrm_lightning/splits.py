@@ -47,9 +47,9 @@ def split_user_units(
 ) -> Tensor:
     """Assign each of one user's pairs to TRAIN / VAL / TEST (or UNUSED past the train cap).
 
-    Fractions count units, not pairs. At least one unit goes to test and one to train (when
-    the user has >= 2 units); validation may be empty. The train cap keeps whole units, in
-    shuffled order, while the total stays within ``max_train_pairs``.
+    Fractions count units, not pairs. At least one unit goes to test (unless test_fraction is
+    0) and one to train (when the user has >= 2 units); validation may be empty. The train cap
+    keeps whole units, in shuffled order, while the total stays within ``max_train_pairs``.
 
     Args:
         units: ``[n]`` unit id of each of the user's pairs.
@@ -57,7 +57,8 @@ def split_user_units(
     distinct, pair_unit = torch.unique(units, return_inverse=True)
     num_units = len(distinct)
     order = torch.randperm(num_units, generator=gen)
-    num_test = min(max(1, round(test_fraction * num_units)), max(num_units - 1, 0))
+    least = 1 if test_fraction > 0 else 0
+    num_test = min(max(least, round(test_fraction * num_units)), max(num_units - 1, 0))
     num_val = min(round(val_fraction * num_units), num_units - num_test - 1)
     unit_split = torch.full((num_units,), TRAIN, dtype=torch.long)
     unit_split[order[:num_test]] = TEST
@@ -73,6 +74,26 @@ def split_user_units(
     return unit_split[pair_unit]
 
 
+def split_given(
+    units: Tensor,
+    given: Tensor,
+    val_fraction: float,
+    max_train_pairs: int | None,
+    gen: torch.Generator,
+) -> Tensor:
+    """Keep a release's own TEST pairs; carve validation from its TRAIN pairs by unit.
+
+    A training pair whose unit also has a test pair is left UNUSED: a text seen in training
+    never comes back at test time, even where the release itself mixes them.
+    """
+    split = torch.full_like(given, UNUSED)
+    split[given == TEST] = TEST
+    pool = ((given == TRAIN) & ~torch.isin(units, units[given == TEST])).nonzero().flatten()
+    if len(pool):
+        split[pool] = split_user_units(units[pool], val_fraction, 0.0, max_train_pairs, gen)
+    return split
+
+
 def split_pairs(
     data: PreferenceData,
     *,
@@ -83,12 +104,28 @@ def split_pairs(
     max_train_pairs_unseen: int | None,
     min_pairs_per_user: int,
     seed: int,
+    min_units_per_user: int = 1,
+    use_given_split: bool = False,
 ) -> SplitSummary:
-    """The generic protocol: seeded user split, then a per-user unit split with caps."""
+    """Seeded user split, then a per-user unit split with caps.
+
+    With ``use_given_split`` the source's own train / test labels are kept (the paper's TL;DR
+    protocol) and users need pairs on both sides; otherwise ``test_fraction`` of each user's
+    units is held out. ``min_units_per_user`` counts distinct units (PRISM: conversations).
+    """
+    if use_given_split and data.given_split is None:
+        raise ValueError("data.use_given_split=true, but the source gives no train/test labels")
     gen = torch.Generator().manual_seed(seed)
     counts = torch.bincount(data.user, minlength=data.num_users)
-    kept = (counts >= min_pairs_per_user).nonzero().flatten()
-    dropped = (counts < min_pairs_per_user).nonzero().flatten()
+    user_units = torch.unique(torch.stack([data.user, data.unit]), dim=1)[0]
+    units = torch.bincount(user_units, minlength=data.num_users)
+    eligible = (counts >= min_pairs_per_user) & (units >= min_units_per_user)
+    if use_given_split:
+        for part in (TRAIN, TEST):
+            eligible &= (
+                torch.bincount(data.user[data.given_split == part], minlength=data.num_users) > 0
+            )
+    kept, dropped = eligible.nonzero().flatten(), (~eligible).nonzero().flatten()
     seen_pos, unseen_pos = split_users(len(kept), unseen_fraction, gen)
     seen, unseen = kept[seen_pos], kept[unseen_pos]
     pair_split = torch.full((data.num_pairs,), UNUSED, dtype=torch.long)
@@ -99,5 +136,12 @@ def split_pairs(
     for user in kept.tolist():  # fixed order: the same seed gives the same split
         rows = order[bounds[user] - counts[user] : bounds[user]]
         cap = max_train_pairs_seen if is_seen[user] else max_train_pairs_unseen
-        pair_split[rows] = split_user_units(data.unit[rows], val_fraction, test_fraction, cap, gen)
+        if use_given_split:
+            pair_split[rows] = split_given(
+                data.unit[rows], data.given_split[rows], val_fraction, cap, gen
+            )
+        else:
+            pair_split[rows] = split_user_units(
+                data.unit[rows], val_fraction, test_fraction, cap, gen
+            )
     return SplitSummary(seen, unseen, dropped, pair_split)

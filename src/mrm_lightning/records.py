@@ -1,0 +1,109 @@
+"""Validated text preference records, the common output of every reader of real data.
+
+A reader turns one format (Reddit TL;DR, PRISM, generic pairs, per-user ratings) into
+:class:`PreferenceRecord`s. Malformed input raises :class:`RecordError` naming the file, the
+line and the field. Records that are well-formed but cannot make a pair (identical texts,
+empty text, no choice) are dropped and counted in a :class:`LoadSummary`, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TRAIN_SPLIT, TEST_SPLIT = "train", "test"
+
+
+@dataclass(frozen=True)
+class PreferenceRecord:
+    """One judgement: ``user`` preferred ``chosen`` over ``rejected`` as answers to ``prompt``.
+
+    Attributes:
+        history: earlier turns of a multi-turn conversation as ``(role, content)`` with role
+            ``"user"`` or ``"assistant"``; ``prompt`` is the last user message. Empty for
+            single-turn data.
+        unit: what splits keep whole (a post id, a conversation id); texts sharing a unit
+            never land on both sides of a split.
+        split: ``"train"`` / ``"test"`` where the source assigns one (the paper's TL;DR
+            protocol uses the release's own splits), else None.
+        origin: ``file:line`` it came from, for error messages and audits.
+    """
+
+    user: str
+    prompt: str
+    chosen: str
+    rejected: str
+    unit: str
+    split: str | None = None
+    origin: str = ""
+    history: tuple[tuple[str, str], ...] = ()
+
+
+class RecordError(ValueError):
+    """Malformed input: the message names the file, the line (or record) and the field."""
+
+    def __init__(self, path: str | Path, line: int | str, field_name: str, problem: str) -> None:
+        super().__init__(f"{path}:{line}: field {field_name!r}: {problem}")
+        self.path, self.line, self.field_name, self.problem = str(path), line, field_name, problem
+
+
+@dataclass
+class LoadSummary:
+    """What loading kept and dropped, and why; printed at the end of loading."""
+
+    source: str
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        self.dropped[reason] += count
+
+    def __str__(self) -> str:
+        lines = [f"{self.source}: kept {self.kept} pairs"]
+        lines += [f"  dropped {n} ({reason})" for reason, n in sorted(self.dropped.items())]
+        return "\n".join(lines)
+
+
+def pair_or_drop_reason(prompt: str, chosen: str, rejected: str) -> str | None:
+    """None if the texts make a usable pair, else the reason to drop it."""
+    if not chosen.strip() or not rejected.strip():
+        return "empty response text"
+    if chosen.strip() == rejected.strip():
+        return "identical chosen and rejected"
+    return None
+
+
+def read_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line_number, object)`` for each non-blank line; bad JSON names the file and line."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise RecordError(path, number, "<json>", f"not valid JSON ({error.msg})") from None
+            if not isinstance(value, dict):
+                raise RecordError(path, number, "<json>", "expected a JSON object")
+            yield number, value
+
+
+def require(
+    obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str | Path, line: int | str
+) -> Any:
+    """``obj[key]`` checked for presence and type, else a RecordError naming the field."""
+    if key not in obj or obj[key] is None:
+        raise RecordError(path, line, key, "missing")
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and bool not in _as_tuple(kind):
+        names = "/".join(k.__name__ for k in _as_tuple(kind))
+        raise RecordError(path, line, key, f"expected {names}, got {type(value).__name__}")
+    return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)

@@ -1,0 +1,1 @@
+"""Readers of real preference data; each yields validated PreferenceRecords."""

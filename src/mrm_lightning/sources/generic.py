@@ -1,0 +1,276 @@
+"""Readers of users' own data: preference pairs, and per-user ratings turned into pairs.
+
+Both formats are JSON lines (``.jsonl`` or ``.json``, one object per line) or CSV (``.csv``, read
+with the :mod:`csv` module, header row required); the fields are the same in both.
+
+**Pairs** (:func:`read_pairs`), one judgement per line::
+
+    {"user_id": "u1", "prompt": "...", "chosen": "...", "rejected": "...", "split": "train"}
+
+- ``user_id`` (a string, or a JSON number turned into one), ``prompt``, ``chosen``, ``rejected``:
+  required.
+- ``split``: optional, ``train`` or ``test`` (any case); empty or absent means none assigned.
+- ``unit``: optional, what splits keep whole; absent means the prompt text, so pairs about one
+  prompt stay on one side of a split (pairs with an empty prompt should carry a unit).
+
+**Ratings** (:func:`read_ratings`), one scored text per line::
+
+    {"user_id": "u1", "prompt": "...", "text": "...", "score": 4}
+
+- ``user_id``, ``text`` and ``score`` (a number, or a string holding one) required; ``prompt``
+  optional.
+- Pairs are formed within one user from two items with different scores, the higher-scored one
+  chosen; equal scores make no pair. Items with an empty text are dropped and counted.
+- With a prompt, only responses to the same prompt pair up; unit = the prompt. Without one, the
+  user's distinct texts are shuffled into groups of ``group_size`` (repeats of a text stay
+  together) and only items of one group pair up; unit = ``"{user}/group{k}"``. Units of one user
+  that still share a text (one answer rated under two prompts) are merged under the name of the
+  first, so that no text can land in both a training and a test pair.
+- Each user keeps at most ``max_pairs_per_user`` pairs, a seeded random sample in file order.
+- Randomness: one ``random.Random(f"{seed}/{user}")`` per user (string seeds are hashed with
+  SHA-512, independent of ``PYTHONHASHSEED``), so a user's groups and sample depend only on the
+  seed and that user's own items, never on other users.
+- ``origin`` of a rating pair is ``"file:chosen_line,rejected_line"``.
+
+Malformed input raises :class:`RecordError` naming the file, the line (CSV: the line in the file
+where the data row starts, the header being line 1) and the field. Pairs that cannot be used
+(empty or identical texts) are dropped and counted in the :class:`LoadSummary`, never a crash.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..records import (
+    TEST_SPLIT,
+    TRAIN_SPLIT,
+    LoadSummary,
+    PreferenceRecord,
+    RecordError,
+    pair_or_drop_reason,
+    read_json_lines,
+    require,
+)
+
+OVER_CAP = "over max_pairs_per_user"
+EMPTY_RATED_TEXT = "empty rated text"
+_PAIR_TEXTS = ("prompt", "chosen", "rejected")
+Row = tuple[int, dict[str, Any]]
+
+
+def read_pairs(path: str | Path, summary: LoadSummary | None = None) -> list[PreferenceRecord]:
+    """Preference pairs from a JSON-lines or CSV file (see the module docstring)."""
+    summary = summary if summary is not None else LoadSummary(str(path))
+    records = []
+    for line, row in _read_rows(path):
+        user = _user(row, path, line)
+        prompt, chosen, rejected = (require(row, k, str, path, line) for k in _PAIR_TEXTS)
+        split = _split(row, path, line)
+        unit = _optional_str(row, "unit", path, line, allow_int=True)
+        reason = pair_or_drop_reason(prompt, chosen, rejected)
+        if reason is not None:
+            summary.drop(reason)
+            continue
+        records.append(
+            PreferenceRecord(
+                user=user,
+                prompt=prompt,
+                chosen=chosen,
+                rejected=rejected,
+                unit=prompt if unit is None else unit,
+                split=split,
+                origin=f"{path}:{line}",
+            )
+        )
+    summary.kept += len(records)
+    return records
+
+
+@dataclass(frozen=True)
+class _Rating:
+    line: int
+    prompt: str | None
+    text: str
+    score: float
+
+
+def read_ratings(
+    path: str | Path,
+    max_pairs_per_user: int = 200,
+    seed: int = 0,
+    group_size: int = 8,
+    summary: LoadSummary | None = None,
+) -> list[PreferenceRecord]:
+    """Pairs formed within each user from a per-user ratings file (see the module docstring)."""
+    if max_pairs_per_user < 1 or group_size < 2:
+        raise ValueError(
+            f"need max_pairs_per_user >= 1 and group_size >= 2, got "
+            f"{max_pairs_per_user} and {group_size}"
+        )
+    summary = summary if summary is not None else LoadSummary(str(path))
+    by_user: dict[str, list[_Rating]] = {}
+    for line, row in _read_rows(path):
+        user = _user(row, path, line)
+        prompt = _optional_str(row, "prompt", path, line)
+        text = require(row, "text", str, path, line)
+        score = _score(row, path, line)
+        if not text.strip():
+            summary.drop(EMPTY_RATED_TEXT)
+            continue
+        by_user.setdefault(user, []).append(_Rating(line, prompt, text, score))
+    records = []
+    for user, items in by_user.items():
+        rng = random.Random(f"{seed}/{user}")
+        keys = _pairing_keys(items, group_size, rng)
+        unit_of = _unit_names(user, items, keys)
+        members: dict[tuple, list[_Rating]] = {}
+        for item, key in zip(items, keys):
+            members.setdefault(key, []).append(item)
+        pairs = []
+        for key, group in members.items():
+            for i, first in enumerate(group):
+                for second in group[i + 1 :]:
+                    if first.score == second.score:
+                        continue
+                    win, lose = (first, second) if first.score > second.score else (second, first)
+                    prompt = win.prompt or ""
+                    reason = pair_or_drop_reason(prompt, win.text, lose.text)
+                    if reason is not None:
+                        summary.drop(reason)
+                        continue
+                    pairs.append(
+                        PreferenceRecord(
+                            user=user,
+                            prompt=prompt,
+                            chosen=win.text,
+                            rejected=lose.text,
+                            unit=unit_of[key],
+                            origin=f"{path}:{win.line},{lose.line}",
+                        )
+                    )
+        if len(pairs) > max_pairs_per_user:
+            summary.drop(OVER_CAP, len(pairs) - max_pairs_per_user)
+            keep = sorted(rng.sample(range(len(pairs)), max_pairs_per_user))
+            pairs = [pairs[i] for i in keep]
+        records += pairs
+    summary.kept += len(records)
+    return records
+
+
+def _pairing_keys(items: list[_Rating], group_size: int, rng: random.Random) -> list[tuple]:
+    """Which items may pair: ``("prompt", p)`` by prompt, else ``("group", k)`` by seeded group."""
+    texts = list(dict.fromkeys(item.text.strip() for item in items if item.prompt is None))
+    rng.shuffle(texts)
+    group_of = {text: i // group_size for i, text in enumerate(texts)}
+    return [
+        ("prompt", item.prompt)
+        if item.prompt is not None
+        else ("group", group_of[item.text.strip()])
+        for item in items
+    ]
+
+
+def _unit_names(user: str, items: list[_Rating], keys: list[tuple]) -> dict[tuple, str]:
+    """Unit name of each pairing key; keys whose items share a text merge under the first key."""
+    parent: dict[tuple, tuple] = {}
+    order: dict[tuple, int] = {}
+    first_key_of_text: dict[str, tuple] = {}
+
+    def root(key: tuple) -> tuple:
+        while parent[key] != key:
+            key = parent[key]
+        return key
+
+    for item, key in zip(items, keys):
+        parent.setdefault(key, key)
+        order.setdefault(key, len(order))
+        a, b = root(first_key_of_text.setdefault(item.text.strip(), key)), root(key)
+        if a != b:
+            a, b = (a, b) if order[a] < order[b] else (b, a)
+            parent[b] = a
+    names = {}
+    for key in parent:
+        kind, value = root(key)
+        names[key] = value if kind == "prompt" else f"{user}/group{value}"
+    return names
+
+
+def _read_rows(path: str | Path) -> Iterator[Row]:
+    """``(line, row)`` pairs of a JSON-lines or CSV file, chosen by the file's extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return read_json_lines(path)
+    if suffix == ".csv":
+        return _read_csv(path)
+    raise ValueError(f"{path}: unknown file type {suffix!r}; expected .jsonl, .json or .csv")
+
+
+def _read_csv(path: str | Path) -> Iterator[Row]:
+    """Rows as dicts keyed by the header; ``line`` is where the row starts in the file."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        while header == []:
+            header = next(reader, None)
+        if header is None:
+            raise RecordError(path, 1, "<header>", "empty file; CSV needs a header row")
+        columns = [name.strip() for name in header]
+        start = reader.line_num + 1
+        for values in reader:
+            line, start = start, reader.line_num + 1
+            if not any(value.strip() for value in values):
+                continue
+            if len(values) > len(columns):
+                raise RecordError(
+                    path, line, "<csv>", f"{len(values)} values for {len(columns)} header columns"
+                )
+            yield line, dict(zip(columns, values))
+
+
+def _user(row: dict[str, Any], path: str | Path, line: int) -> str:
+    user = str(require(row, "user_id", (str, int), path, line)).strip()
+    if not user:
+        raise RecordError(path, line, "user_id", "empty")
+    return user
+
+
+def _optional_str(
+    row: dict[str, Any], key: str, path: str | Path, line: int, allow_int: bool = False
+) -> str | None:
+    """``row[key]`` as a string, or None where it is absent or blank."""
+    value = row.get(key)
+    if allow_int and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if value is not None and not isinstance(value, str):
+        raise RecordError(path, line, key, f"expected str, got {type(value).__name__}")
+    return value if value and value.strip() else None
+
+
+def _split(row: dict[str, Any], path: str | Path, line: int) -> str | None:
+    value = _optional_str(row, "split", path, line)
+    if value is None:
+        return None
+    if value.strip().lower() not in (TRAIN_SPLIT, TEST_SPLIT):
+        raise RecordError(path, line, "split", f"expected 'train' or 'test', got {value!r}")
+    return value.strip().lower()
+
+
+def _score(row: dict[str, Any], path: str | Path, line: int) -> float:
+    value = row.get("score")
+    if value is None or value == "":
+        raise RecordError(path, line, "score", "missing")
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
+        score = float(value)
+    except ValueError:
+        raise RecordError(path, line, "score", f"expected a number, got {value!r}") from None
+    if not math.isfinite(score):
+        raise RecordError(path, line, "score", f"expected a finite number, got {value!r}")
+    return score
