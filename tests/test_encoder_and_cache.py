@@ -340,10 +340,6 @@ def test_a_crash_while_saving_leaves_no_trusted_entry(model_dir, tmp_path, crash
     )
 
 
-@pytest.mark.xfail(
-    reason="src bug: save() ends in a bare AssertionError when a folder named "
-    "like the key exists without its metadata (e.g. an interrupted rm -r)"
-)
 def test_a_stale_entry_folder_without_metadata_is_replaced(tmp_path):
     cache = EmbeddingCache(tmp_path)
     cache.path("key").mkdir(parents=True)
@@ -353,10 +349,6 @@ def test_a_stale_entry_folder_without_metadata_is_replaced(tmp_path):
     assert torch.equal(all_rows(cache.save("key", vectors, {})), vectors)
 
 
-@pytest.mark.xfail(
-    reason="src bug: weights_digest hashes only weight files, so a local model "
-    "whose tokenizer (vocabulary, normalizer, chat template) changed keeps its key"
-)
 def test_identity_tracks_the_tokenizer_files(model_dir, tmp_path):
     folder = Path(shutil.copytree(model_dir, tmp_path / "model"))
     before = make_encoder(folder).identity()

@@ -101,16 +101,26 @@ class EmbeddingCache:
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".tmp-{key}-{uuid.uuid4().hex}"
         features = Features({"embedding": List(Value("float32"), length=dim)})
-        Dataset.from_dict(
-            {"embedding": embeddings.float().numpy()}, features=features
-        ).save_to_disk(str(staging), num_shards=1)
-        (staging / META).write_text(
-            json.dumps({**meta, "dim": dim, "rows": len(embeddings)}, indent=2, sort_keys=True)
-        )
         try:
-            os.rename(staging, self.path(key))  # atomic: the entry appears whole or not at all
-        except OSError:  # another process wrote the same entry first: keep theirs
+            Dataset.from_dict(
+                {"embedding": embeddings.float().numpy()}, features=features
+            ).save_to_disk(str(staging), num_shards=1)
+            (staging / META).write_text(
+                json.dumps({**meta, "dim": dim, "rows": len(embeddings)}, indent=2, sort_keys=True)
+            )
+            target = self.path(key)
+            if target.exists() and self.load(key) is None:  # a stale, incomplete folder
+                stale = self.root / f".stale-{key}-{uuid.uuid4().hex}"
+                os.rename(target, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            try:
+                os.rename(staging, target)  # atomic: the entry appears whole or not at all
+            except OSError:  # another process wrote the same entry first: keep theirs
+                shutil.rmtree(staging, ignore_errors=True)
+        except BaseException:  # interrupted: leave no staging folder behind
             shutil.rmtree(staging, ignore_errors=True)
+            raise
         loaded = self.load(key)
-        assert loaded is not None
+        if loaded is None:
+            raise RuntimeError(f"could not write the cache entry {self.path(key)}")
         return loaded

@@ -12,7 +12,6 @@ the entry and never loads the encoder. Without this step, `mrm fit` encodes in i
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +45,7 @@ class EncoderModule(LightningModule):
 
 
 class ShardWriter(BasePredictionWriter):
-    """Saves each process's (rows, vectors) to ``folder/rank{r}.pt`` at the end of the pass."""
+    """Saves each process's (rows, vectors) to ``folder/rank{r}-of-{world}.pt`` at the end."""
 
     def __init__(self, folder: Path) -> None:
         super().__init__(write_interval="epoch")
@@ -59,20 +58,19 @@ class ShardWriter(BasePredictionWriter):
             else torch.empty(0, dtype=torch.long)
         )
         vectors = torch.cat([v for _, v in predictions]) if predictions else torch.empty(0, 0)
-        torch.save((rows, vectors), self.folder / f"rank{trainer.global_rank}.pt")
+        name = f"rank{trainer.global_rank}-of-{trainer.world_size}.pt"
+        torch.save((rows, vectors), self.folder / name)
 
 
 def length_sorted_batches(
-    encoder: TextEncoder, items: list[TextInput]
+    items: list[TextInput], order: list[int], batch_size: int, processes: int
 ) -> list[tuple[Tensor, list]]:
-    """Batches of similar-length texts, each with the rows it fills."""
-    order = encoder.length_order(items)
+    """Batches of similar-length texts, each with the rows it fills; never fewer batches than
+    processes (Lightning's predict sampler gives every process at least one)."""
+    size = max(1, min(batch_size, -(-len(items) // processes)))
     return [
-        (
-            torch.tensor(order[i : i + encoder.batch_size]),
-            [items[j] for j in order[i : i + encoder.batch_size]],
-        )
-        for i in range(0, len(order), encoder.batch_size)
+        (torch.tensor(order[i : i + size]), [items[j] for j in order[i : i + size]])
+        for i in range(0, len(order), size)
     ]
 
 
@@ -83,9 +81,13 @@ def embed_source(source: TextPreferences, trainer: Trainer) -> Path:
     if source.cache.load(key) is not None:
         rank_zero_info(f"already cached: {source.cache.path(key)}")
         return source.cache.path(key)
-    staging = Path(tempfile.mkdtemp(prefix="mrm-embed-")) if trainer.is_global_zero else None
-    staging = Path(trainer.strategy.broadcast(str(staging) if staging else None))
-    batches = length_sorted_batches(source.encoder, items)
+    # every process derives the same folder from the key: before predict() launches the
+    # processes there is no process group to broadcast a name through.
+    staging = source.cache.root / f".tmp-embed-{key}"
+    staging.mkdir(parents=True, exist_ok=True)
+    batches = length_sorted_batches(
+        items, source.encoder.length_order(items), source.encoder.batch_size, trainer.world_size
+    )
     loader = torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=lambda batch: batch)
     trainer.callbacks.append(ShardWriter(staging))
     started = time.perf_counter()
@@ -94,7 +96,7 @@ def embed_source(source: TextPreferences, trainer: Trainer) -> Path:
     path = source.cache.path(key)
     if trainer.is_global_zero:
         merged = None
-        for shard in sorted(staging.glob("rank*.pt")):
+        for shard in sorted(staging.glob(f"rank*-of-{trainer.world_size}.pt")):
             rows, vectors = torch.load(shard)
             if merged is None:
                 merged = torch.full((len(items), vectors.shape[1]), float("nan"))

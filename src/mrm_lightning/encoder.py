@@ -48,11 +48,14 @@ def pool(hidden: Tensor, mask: Tensor, pooling: Pooling) -> Tensor:
 
 
 def weights_digest(folder: Path) -> str:
-    """sha256 over a local model folder's weight files, so a changed checkpoint is a new key."""
+    """sha256 over every file of a local model folder (weights, tokenizer, template, config):
+    any change to what shapes the vectors makes a new cache key."""
     digest = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt"))
-    for path in files:
-        digest.update(path.name.encode())
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if not path.is_file() or any(part.startswith(".") for part in relative.parts):
+            continue
+        digest.update(str(relative).encode() + b"\x00")
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
