@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         f"\nReddit TL;DR slice ({', '.join(Path(f).name for f in files)}); "
         f"{len(args.seeds)} seeds; test user-level accuracy, mean ± std over seeds"
     )
-    print(f"{'':<24}{'seen':>15}{'unseen':>15}{'overall':>15}")  # noqa: E501
+    print(f"{'':<24}{'seen':>15}{'unseen':>15}{'overall':>15}")
     for row in ROWS:
         cells = "".join(
             f"{mean_std([r['user_level_accuracy'][row][c] for r in chosen]):>15}"

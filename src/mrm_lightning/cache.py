@@ -89,6 +89,7 @@ class EmbeddingCache:
 
     def save(self, key: str, embeddings: Tensor, meta: dict) -> ArrowEmbeddings:
         """Write an entry atomically and return it memory-mapped."""
+        import datasets
         from datasets import Dataset, Features, List, Value
 
         if not torch.isfinite(embeddings).all():
@@ -101,6 +102,8 @@ class EmbeddingCache:
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".tmp-{key}-{uuid.uuid4().hex}"
         features = Features({"embedding": List(Value("float32"), length=dim)})
+        bars_were_off = datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()  # a save takes milliseconds; its bar is only noise
         try:
             Dataset.from_dict(
                 {"embedding": embeddings.float().numpy()}, features=features
@@ -120,6 +123,9 @@ class EmbeddingCache:
         except BaseException:  # interrupted: leave no staging folder behind
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        finally:
+            if not bars_were_off:
+                datasets.enable_progress_bars()
         loaded = self.load(key)
         if loaded is None:
             raise RuntimeError(f"could not write the cache entry {self.path(key)}")

@@ -8,6 +8,7 @@ mrm fit --config configs/synthetic.yaml --print_config
 from __future__ import annotations
 
 import sys
+import warnings
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -53,15 +54,18 @@ def main(args: list[str] | None = None) -> None:
     ``mrm embed --config X`` encodes the config's text source into its cache (sharded over
     ``--trainer.devices``); every other subcommand is LightningCLI's.
     """
-    args = sys.argv[1:] if args is None else args
-    if args[:1] != ["embed"]:
-        cli_main(args)
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] != ["embed"]:
+        cli_main(args)  # None: LightningCLI reads sys.argv itself
         return
     from .embed import embed_source
     from .text_sources import TextPreferences
 
+    # sys.argv stays as it is: DDP starts the other processes by running it again. So the
+    # arguments after "embed" go in explicitly, and LightningCLI's note about that is moot.
+    warnings.filterwarnings("ignore", message=".*args parameter is intended to run.*")
     cli = MRMCLI(
-        MetaRewardModel, EpisodicDataModule, args=args[1:], run=False, save_config_callback=None
+        MetaRewardModel, EpisodicDataModule, args=argv[1:], run=False, save_config_callback=None
     )
     source = cli.datamodule.source
     if not isinstance(source, TextPreferences):
