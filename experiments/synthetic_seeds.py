@@ -14,39 +14,27 @@ the table shows that checkpoint's test accuracy.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import warnings
 from pathlib import Path
 
-from mrm_lightning.cli import cli_main
+from mrm_lightning.cli import fit_and_report
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_seed(seed: int, overrides: list[str], out: Path) -> dict:
-    cli = cli_main(
+    return fit_and_report(
         [
-            "fit",
-            "--config",
-            str(REPO / "configs/synthetic.yaml"),
-            "--seed_everything",
-            str(seed),
-            "--data.seed",
-            str(seed),
-            "--data.source.init_args.seed",
-            str(seed),
-            "--trainer.logger.init_args.save_dir",
-            str(out),
-            "--trainer.enable_progress_bar",
-            "false",
+            "--config", str(REPO / "configs/synthetic.yaml"),
+            "--seed_everything", str(seed),
+            "--data.seed", str(seed),
+            "--data.source.init_args.seed", str(seed),
             *overrides,
-        ]
-    )
-    results = json.loads(next(out.rglob("results.json")).read_text())
-    results["selected_val_user_acc"] = float(cli.trainer.checkpoint_callback.best_model_score)
-    return results
+        ],
+        out,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     gaps = [run["unseen_gap_closed"] for run in runs if "unseen_gap_closed" in run]
     if gaps:
         print(f"unseen gap closed: {', '.join(f'{g:.2f}' for g in gaps)} (min {min(gaps):.2f})")
-    vals = [run["selected_val_user_acc"] for run in runs]
+    vals = [run["val_user_acc"] for run in runs]
     print("val/user_acc of the selected checkpoints: " + ", ".join(f"{v:.3f}" for v in vals))
 
 

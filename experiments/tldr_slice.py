@@ -25,7 +25,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from mrm_lightning.cli import cli_main
+from mrm_lightning.cli import fit_and_report
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("MRM (adapted)", "MRM w0, no adaptation", "global reward model")
@@ -34,43 +34,24 @@ ROWS = ("MRM (adapted)", "MRM w0, no adaptation", "global reward model")
 def fit(
     files: list[str], seed: int, overrides: list[str], args: argparse.Namespace, out: Path
 ) -> dict:
-    cli = cli_main(
+    return fit_and_report(
         [
-            "fit",
-            "--config",
-            str(REPO / "configs/tldr.yaml"),
-            "--data.source.init_args.paths",
-            json.dumps(files),
-            "--data.source.init_args.cache_dir",
-            args.cache_dir,
-            "--data.source.init_args.progress",
-            "false",
-            "--data.use_given_split",
-            "false",
-            "--data.test_fraction",
-            "0.3",
-            "--data.val_fraction",
-            "0.1",
-            "--data.min_pairs_per_user",
-            "20",
-            "--data.support_size",
-            str(args.support_size),
-            "--trainer.max_epochs",
-            str(args.epochs),
-            "--seed_everything",
-            str(seed),
-            "--data.seed",
-            str(seed),
-            "--trainer.logger.init_args.save_dir",
-            str(out),
-            "--trainer.enable_progress_bar",
-            "false",
+            "--config", str(REPO / "configs/tldr.yaml"),
+            "--data.source.init_args.paths", json.dumps(files),
+            "--data.source.init_args.cache_dir", args.cache_dir,
+            "--data.source.init_args.progress", "false",
+            "--data.use_given_split", "false",
+            "--data.test_fraction", "0.3",
+            "--data.val_fraction", "0.1",
+            "--data.min_pairs_per_user", "20",
+            "--data.support_size", str(args.support_size),
+            "--trainer.max_epochs", str(args.epochs),
+            "--seed_everything", str(seed),
+            "--data.seed", str(seed),
             *overrides,
-        ]
-    )
-    results = json.loads(next(out.rglob("results.json")).read_text())
-    results["val_user_acc"] = float(cli.trainer.checkpoint_callback.best_model_score)
-    return results
+        ],
+        out,
+    )  # fmt: skip
 
 
 def mean_std(values: list[float]) -> str:

@@ -7,8 +7,10 @@ mrm fit --config configs/synthetic.yaml --print_config
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -46,6 +48,27 @@ def cli_main(args: list[str] | None = None) -> MRMCLI:
         args=args,
         save_config_kwargs={"overwrite": True},
     )
+
+
+def fit_and_report(args: list[str], out_dir: str | Path) -> dict:
+    """Run ``mrm fit ARGS`` (with test_after_fit in the config) logging under ``out_dir``.
+
+    Returns the ResultsReport's ``results.json`` plus ``val_user_acc``, the validation score
+    of the checkpoint that was selected and tested: what experiment scripts compare.
+    """
+    cli = cli_main(
+        [
+            "fit",
+            *args,
+            "--trainer.logger.init_args.save_dir",
+            str(out_dir),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
+    results = json.loads(next(Path(out_dir).rglob("results.json")).read_text())
+    results["val_user_acc"] = float(cli.trainer.checkpoint_callback.best_model_score)
+    return results
 
 
 def main(args: list[str] | None = None) -> None:
