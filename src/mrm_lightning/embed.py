@@ -77,7 +77,8 @@ def length_sorted_batches(
 def embed_source(source: TextPreferences, trainer: Trainer) -> Path:
     """Encode ``source``'s distinct texts with ``trainer`` (any devices) into its cache."""
     items = index_texts(source.records())[0]
-    key = source.cache_key(items)
+    identity = source.encoder.identity()
+    key = source.cache_key(items, identity)
     if source.cache.load(key) is not None:
         rank_zero_info(f"already cached: {source.cache.path(key)}")
         return source.cache.path(key)
@@ -103,7 +104,7 @@ def embed_source(source: TextPreferences, trainer: Trainer) -> Path:
             merged[rows] = vectors  # a sampler's padding repeats rows: same values, harmless
         shutil.rmtree(staging, ignore_errors=True)
         seconds = time.perf_counter() - started
-        source.cache.save(key, merged, {"encoder": source.encoder.identity(), "texts": len(items)})
+        source.cache.save(key, merged, {"encoder": identity, "texts": len(items)})
         rank_zero_info(
             f"encoded {len(items)} texts on {trainer.world_size} process(es) in "
             f"{seconds:.1f} s ({len(items) / seconds:.1f} texts/s); cached in {path}"

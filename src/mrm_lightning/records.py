@@ -68,7 +68,7 @@ class LoadSummary:
         return "\n".join(lines)
 
 
-def pair_or_drop_reason(prompt: str, chosen: str, rejected: str) -> str | None:
+def pair_or_drop_reason(chosen: str, rejected: str) -> str | None:
     """None if the texts make a usable pair, else the reason to drop it."""
     if not chosen.strip() or not rejected.strip():
         return "empty response text"

@@ -75,14 +75,15 @@ class TextPreferences(PreferenceSource):
             rank_zero_info(str(self.summary))
         return self._records
 
-    def cache_key(self, items: list[TextInput]) -> str:
+    def cache_key(self, items: list[TextInput], identity: dict | None = None) -> str:
         """What was encoded (every text, in order) and how (the encoder's identity)."""
-        return fingerprint({"texts": texts_digest(items), "encoder": self.encoder.identity()})
+        identity = self.encoder.identity() if identity is None else identity
+        return fingerprint({"texts": texts_digest(items), "encoder": identity})
 
     def embeddings(self, items: list[TextInput]) -> ArrowEmbeddings:
         """From the cache, or encoded now and cached (atomically)."""
         identity = self.encoder.identity()
-        key = self.cache_key(items)
+        key = self.cache_key(items, identity)
         cached = self.cache.load(key)
         if cached is not None:
             rank_zero_info(f"embeddings of {len(items)} texts from cache {self.cache.path(key)}")

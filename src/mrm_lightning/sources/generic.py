@@ -73,7 +73,7 @@ def read_pairs(path: str | Path, summary: LoadSummary | None = None) -> list[Pre
         prompt, chosen, rejected = (require(row, k, str, path, line) for k in _PAIR_TEXTS)
         split = _split(row, path, line)
         unit = _optional_str(row, "unit", path, line, allow_int=True)
-        reason = pair_or_drop_reason(prompt, chosen, rejected)
+        reason = pair_or_drop_reason(chosen, rejected)
         if reason is not None:
             summary.drop(reason)
             continue
@@ -140,7 +140,7 @@ def read_ratings(
                         continue
                     win, lose = (first, second) if first.score > second.score else (second, first)
                     prompt = win.prompt or ""
-                    reason = pair_or_drop_reason(prompt, win.text, lose.text)
+                    reason = pair_or_drop_reason(win.text, lose.text)
                     if reason is not None:
                         summary.drop(reason)
                         continue

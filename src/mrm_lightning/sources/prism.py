@@ -131,7 +131,7 @@ def conversation_records(
         else:
             usable += 1
             for other in rejected:
-                drop = pair_or_drop_reason(prompt, chosen, other)
+                drop = pair_or_drop_reason(chosen, other)
                 if drop is not None:
                     summary.drop(drop)
                     continue

@@ -73,7 +73,7 @@ def comparison_to_record(
     post_id = require(info, "id", str, path, f"{line} (info)")
     chosen, rejected = texts[choice], texts[1 - choice]
     prompt = tldr_prompt(info)
-    reason = pair_or_drop_reason(prompt, chosen, rejected)
+    reason = pair_or_drop_reason(chosen, rejected)
     if reason:
         summary.drop(reason)
         return None
