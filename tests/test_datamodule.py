@@ -30,8 +30,9 @@ def test_every_user_is_split_without_leakage_and_unseen_users_are_capped():
 
 def test_support_size_larger_than_training_pairs_fails_at_setup():
     dm = EpisodicDataModule(small_population(), support_size=500)
+    dm.setup("fit")
     with pytest.raises(ValueError, match="support_size=500"):
-        dm.setup("fit")
+        dm.train_dataloader()
 
 
 def test_meta_batch_larger_than_the_seen_users_fails_clearly():

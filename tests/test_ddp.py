@@ -157,3 +157,17 @@ def test_ddp_fit_then_test_writes_the_report(tmp_path):
     proc, _ = run_fit(tmp_path, *DDP, "--test_after_fit", "true")
     check_ok(proc)
     assert list((tmp_path / "logs").rglob("results.json"))
+
+
+def test_ddp_with_fewer_evaluation_users_than_processes(tmp_path):
+    # one validation unit in all (the synthetic pairs are their own units): 1 validation user
+    # for 2 processes, so one process has nobody to evaluate and must still take part.
+    proc, _ = run_fit(tmp_path, *DDP, "--data.val_fraction", "0.002", "--test_after_fit", "true")
+    check_ok(proc)
+    (results,) = (tmp_path / "logs").rglob("results.json")
+    assert results.exists()
+    checkpoints = sorted((tmp_path / "logs").rglob("*.ckpt"))
+    state = torch.load(checkpoints[-1], weights_only=False, map_location="cpu")
+    scores = [s["best_model_score"] for k, s in state["callbacks"].items() if "Checkpoint" in k]
+    # one user's validation accuracy: a multiple of 1 / (its pairs), finite, in [0, 1]
+    assert scores and all(s is not None and 0 <= float(s) <= 1 for s in scores), scores

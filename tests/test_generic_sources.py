@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mrm_lightning.records import LoadSummary, RecordError
-from mrm_lightning.sources.generic import OVER_CAP, read_pairs, read_ratings
+from mrm_lightning.sources.generic import OVER_CAP, item_group, read_pairs, read_ratings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "generic"
 PAIRS_JSONL, PAIRS_CSV = FIXTURES / "pairs.jsonl", FIXTURES / "pairs.csv"
@@ -148,16 +148,16 @@ def dave_scores():
 
 def test_ratings_without_prompt_one_group_pairs_every_different_score():
     summary = LoadSummary("no prompt")
-    records = read_ratings(RATINGS_NO_PROMPT, summary=summary)  # group_size 8 >= dave's texts
+    records = read_ratings(RATINGS_NO_PROMPT, item_groups=1, summary=summary)  # one group
     erin = [r for r in records if r.user == "erin"]
     # erin: 3.5, 1, 3.5 -> the two 3.5s beat the 1 and make no pair together
     assert pair_tuples(erin) == [
-        ("erin", "Short and clear.", "Too long.", "erin/group0"),
-        ("erin", "Clear enough.", "Too long.", "erin/group0"),
+        ("erin", "Short and clear.", "Too long.", "group0"),
+        ("erin", "Clear enough.", "Too long.", "group0"),
     ]
     dave = [r for r in records if r.user == "dave"]
     # 9 non-empty items: 36 pairs, 3 with equal scores (5/5, 3/3, 2/2), 1 "Great." vs "Great."
-    assert len(dave) == 32 and {r.unit for r in dave} == {"dave/group0"}
+    assert len(dave) == 32 and {r.unit for r in dave} == {"group0"}
     scores = dave_scores()
     assert all(max(scores[r.chosen]) > min(scores[r.rejected]) for r in dave)
     assert ("Okay.", "Fine by me.") not in {(r.chosen, r.rejected) for r in dave}
@@ -168,31 +168,46 @@ def test_ratings_without_prompt_one_group_pairs_every_different_score():
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_ratings_without_prompt_groups_never_share_a_text(seed):
-    records = read_ratings(RATINGS_NO_PROMPT, seed=seed, group_size=3)
+    records = read_ratings(RATINGS_NO_PROMPT, seed=seed, item_groups=3)
     dave = [r for r in records if r.user == "dave"]
     texts_of: dict[str, set[str]] = {}
     for r in dave:
         texts_of.setdefault(r.unit, set()).update((r.chosen, r.rejected))
-    assert set(texts_of) <= {"dave/group0", "dave/group1", "dave/group2"}  # 8 texts in 3s
-    assert all(len(texts) <= 3 for texts in texts_of.values())
+    assert set(texts_of) <= {"group0", "group1", "group2"}
     for a, b in itertools.combinations(texts_of.values(), 2):
         assert not a & b
     # every two items of one group with different scores make exactly one pair
     scores = dave_scores()
     for unit, texts in texts_of.items():
+        assert all(item_group(t, 3, seed) == int(unit.removeprefix("group")) for t in texts)
         items = [(t, s) for t in texts for s in scores[t]]
         expected = sum(
             1 for (t1, s1), (t2, s2) in itertools.combinations(items, 2) if s1 != s2 and t1 != t2
         )
         assert sum(r.unit == unit for r in dave) == expected
-    assert read_ratings(RATINGS_NO_PROMPT, seed=seed, group_size=3) == records
+    assert read_ratings(RATINGS_NO_PROMPT, seed=seed, item_groups=3) == records
+
+
+def test_a_rated_text_is_in_the_same_group_for_every_user(tmp_path):
+    rows = ["user_id,text,score"]
+    texts = [f"Answer number {i}." for i in range(12)]
+    for user in ("ann", "bob", "cy"):
+        rows += [f"{user},{text},{(i * 7 + len(user)) % 5}" for i, text in enumerate(texts)]
+    path = tmp_path / "shared_texts.csv"
+    path.write_text("\n".join(rows) + "\n")
+    records = read_ratings(path, item_groups=4, seed=1)
+    unit_of_text: dict[str, str] = {}
+    for r in records:
+        for text in (r.chosen, r.rejected):
+            assert unit_of_text.setdefault(text, r.unit) == r.unit  # whoever rated it
+    assert len({r.user for r in records}) == 3 and len(set(unit_of_text.values())) > 1
 
 
 def test_ratings_without_prompt_groups_depend_on_the_seed():
     groupings = {
         frozenset(
             (r.unit, r.chosen)
-            for r in read_ratings(RATINGS_NO_PROMPT, seed=s, group_size=3)
+            for r in read_ratings(RATINGS_NO_PROMPT, seed=s, item_groups=3)
             if r.user == "dave"
         )
         for s in range(6)
@@ -201,8 +216,8 @@ def test_ratings_without_prompt_groups_depend_on_the_seed():
 
 
 def test_ratings_reject_bad_settings():
-    with pytest.raises(ValueError, match="group_size"):
-        read_ratings(RATINGS, group_size=1)
+    with pytest.raises(ValueError, match="item_groups"):
+        read_ratings(RATINGS, item_groups=0)
     with pytest.raises(ValueError, match="max_pairs_per_user"):
         read_ratings(RATINGS, max_pairs_per_user=0)
 

@@ -16,8 +16,11 @@ from mrm_lightning.splits import (
     TRAIN,
     UNUSED,
     VAL,
+    assign_given_units,
+    assign_units,
+    cap_train_pairs,
+    guard_text_leaks,
     split_pairs,
-    split_user_units,
     split_users,
 )
 
@@ -47,15 +50,54 @@ def test_split_users_is_seeded_and_disjoint():
     assert torch.equal(seen, again[0])
 
 
-def test_split_user_units_keeps_units_whole_and_honours_the_cap():
-    units = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 4, 5, 5, 5, 6, 7, 8, 9])
-    split = split_user_units(
-        units, 0.2, 0.2, max_train_pairs=4, gen=torch.Generator().manual_seed(0)
+def test_assign_units_counts_by_hand():
+    side = assign_units(10, 0.2, 0.3, torch.Generator().manual_seed(0))
+    # round(0.3 * 10) = 3 test units, round(0.2 * 10) = 2 validation units, 5 training units
+    assert [int((side == s).sum()) for s in (TRAIN, VAL, TEST)] == [5, 2, 3]
+    again = assign_units(10, 0.2, 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(side, again)
+
+
+def test_given_units_test_wins_and_validation_comes_from_the_training_pool():
+    #            unit: 0  0  1  2  2  3  4  5
+    units = torch.tensor([0, 0, 1, 2, 2, 3, 4, 5])
+    given = torch.tensor([TRAIN, TRAIN, TEST, TRAIN, TEST, TRAIN, UNUSED, TRAIN])
+    side = assign_given_units(units, given, 6, 0.25, torch.Generator().manual_seed(0))
+    assert side[1] == TEST and side[2] == TEST  # unit 2 has a test pair: test for everybody
+    assert side[4] == UNUSED  # no labelled pair
+    pool = side[[0, 3, 5]]
+    assert int((pool == VAL).sum()) == 1 and int((pool == TRAIN).sum()) == 2  # round(0.25*3)
+
+
+def test_cap_keeps_whole_units_and_skips_units_that_do_not_fit():
+    units = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 3])
+    for seed in range(10):
+        keep = cap_train_pairs(units, 4, torch.Generator().manual_seed(seed))
+        assert int(keep.sum()) <= 4
+        for unit in units.unique():
+            assert len(keep[units == unit].unique()) == 1  # whole units only
+    # one unit of 3 and one of 1, or 2 + 1, or the unit of 4: never more than 4 pairs, and a
+    # unit too big for what is left is skipped, not the end of the fill
+    keeps = {
+        tuple(cap_train_pairs(units, 4, torch.Generator().manual_seed(s)).tolist())
+        for s in range(30)
+    }
+    assert all(sum(k) >= 3 for k in keeps)
+
+
+def test_text_guard_drops_training_pairs_that_share_a_row_with_held_out_pairs():
+    data = PreferenceData(
+        embeddings=torch.randn(6, 2),
+        user=torch.tensor([0, 1, 1, 0]),
+        chosen=torch.tensor([0, 0, 2, 4]),
+        rejected=torch.tensor([1, 3, 5, 2]),
+        unit=torch.tensor([0, 1, 2, 3]),
+        user_ids=["a", "b"],
     )
-    for unit in units.unique():
-        assert len(split[units == unit].unique()) == 1  # a unit never straddles two splits
-    assert (split == TEST).any() and (split == TRAIN).any()
-    assert int((split == TRAIN).sum()) <= 4
+    split = torch.tensor([TEST, TRAIN, VAL, TRAIN])
+    # pair 1 shares row 0 with the test pair; pair 3 shares row 2 with the validation pair
+    assert guard_text_leaks(data, split) == 2
+    assert split.tolist() == [TEST, UNUSED, VAL, UNUSED]
 
 
 def test_split_pairs_no_leakage_caps_and_min_pairs():
@@ -110,9 +152,13 @@ def test_support_and_query_never_share_a_unit_and_are_seeded():
     assert len(a[1]) == 5
 
 
-def test_support_size_must_leave_a_query():
-    with pytest.raises(ValueError, match="support_size"):
-        sample_support_query(torch.arange(5), 5, None, torch.Generator())
+def test_support_never_takes_the_last_unit():
+    units = torch.tensor([0, 0, 0, 1, 1, 1])  # 2 units of 3: asking for 5 support pairs
+    for seed in range(10):
+        support, query = sample_support_query(units, 5, None, torch.Generator().manual_seed(seed))
+        assert len(support) == 3 and len(query) == 3  # the support shrinks, the query stays
+    with pytest.raises(ValueError, match="at least 2 units"):
+        sample_support_query(torch.zeros(5, dtype=torch.long), 2, None, torch.Generator())
 
 
 def test_collate_pads_and_masks_users_of_different_sizes():
@@ -170,8 +216,17 @@ def test_eval_batches_cover_every_user_once_across_processes():
     users = []
     for rank in range(3):
         for batch in EvalBatches(
-            data, pairs, pairs, seen, users_per_batch=2, rank=rank, world_size=3
+            data, pairs, pairs, list(range(12)), seen, users_per_batch=2, rank=rank, world_size=3
         ):
             users += batch["user"].tolist()
             assert batch["is_seen"].tolist() == [u < 6 for u in batch["user"].tolist()]
     assert sorted(users) == list(range(12))
+
+
+def test_a_process_with_no_evaluation_user_yields_one_empty_batch():
+    data = shared_unit_data()
+    pairs = train_pairs_of(data)
+    batches = list(EvalBatches(data, pairs, pairs, [3], torch.arange(6), 4, rank=1, world_size=2))
+    assert len(batches) == 1
+    assert batches[0]["support_chosen"].shape == (0, 0, 4)
+    assert batches[0]["user"].shape == (0,) and batches[0]["is_seen"].dtype == torch.bool

@@ -292,24 +292,26 @@ def test_given_split_carves_validation_by_unit_and_caps_training():
     rows = given_split_rows()
     data = make_data(rows)
     split = split_pairs(data, **GIVEN_SETTINGS)
+    side_of_unit = {}
+    for unit, side in zip(data.unit.tolist(), split.pair_split.tolist()):
+        if side != UNUSED:  # a unit is on one side for everybody
+            assert side_of_unit.setdefault(unit, side) == side
     seen, unseen = int(split.seen_users[0]), int(split.unseen_users[0])
     for user, cap in ((seen, 4), (unseen, 2)):
         mine = data.user == user
-        units = {
-            part: set(data.unit[mine & (split.pair_split == part)].tolist())
-            for part in (TRAIN, VAL, TEST)
-        }
-        assert units[TRAIN].isdisjoint(units[VAL]) and units[TRAIN].isdisjoint(units[TEST])
-        assert units[VAL].isdisjoint(units[TEST])
-        # 6 pool units: round(0.2 * 6) = 1 validation unit of 2 pairs
-        assert len(units[VAL]) == 1 and int((mine & (split.pair_split == VAL)).sum()) == 2
-        # the cap keeps whole units (2 pairs each): exactly the cap here
-        assert int((mine & (split.pair_split == TRAIN)).sum()) == cap
-        assert len(units[TRAIN]) == cap // 2
+        # the cap keeps whole units (2 pairs each) and never exceeds the cap
+        train = int((mine & (split.pair_split == TRAIN)).sum())
+        assert train <= cap and train % 2 == 0
         # the test side is never capped
         assert int((mine & (split.pair_split == TEST)).sum()) == int(
             (mine & (data.given_split == TEST)).sum()
         )
+    # validation comes from the training pool only: units with no TEST pair of any user
+    assert split.pair_split[data.unit == 10].tolist() == [TEST, UNUSED]  # unit 10: test wins
+    test_units = set(data.unit[data.given_split == TEST].tolist())
+    val_units = set(data.unit[split.pair_split == VAL].tolist())
+    assert val_units and val_units.isdisjoint(test_units)
+    assert (data.given_split[split.pair_split == VAL] == TRAIN).all()
 
 
 def test_given_split_is_reproducible():
@@ -374,13 +376,11 @@ def test_generic_protocol_never_puts_a_unit_on_two_sides(seed):
     )
     assert len(split.dropped_users) == 0 and len(split.seen_users) == 4
     assert (split.pair_split != UNUSED).all()
-    for user in range(8):
-        mine = data.user == user
-        sides = [set(data.unit[mine & (split.pair_split == p)].tolist()) for p in (TRAIN, TEST)]
-        assert sides[0].isdisjoint(sides[1])
-        assert sides[0] | sides[1] == set(range(units_of[user]))
-        # PRISM's 50/50 conversations: half the units (10 -> 5; 7 -> round(3.5) = 4)
-        assert len(sides[1]) == (5 if units_of[user] == 10 else 4)
+    side_of_unit = {}
+    for unit, side in zip(data.unit.tolist(), split.pair_split.tolist()):
+        assert side_of_unit.setdefault(unit, side) == side  # one side for every user
+    # PRISM's 50/50: half of the 10 distinct units, for everybody
+    assert sorted(side_of_unit.values()).count(TEST) == 5
 
 
 def test_generic_protocol_with_validation_keeps_three_sides_apart():
@@ -453,16 +453,15 @@ def test_data_module_with_the_given_split(monkeypatch):
             i for i, r in enumerate(rows) if r[0] == user and r[2] == TEST
         ]
         assert (given[dm.pairs_by_split[TRAIN][user]] == TRAIN).all()
-        assert len(dm.pairs_by_split[VAL][user]) == 2
-    seen = int(dm.split.seen_users[0])
-    assert len(dm.pairs_by_split[TRAIN][seen]) == 10  # 12 pool pairs - 2 validation
-    assert len(dm.pairs_by_split[TRAIN][int(dm.split.unseen_users[0])]) == 4
+        assert (given[dm.pairs_by_split[VAL][user]] == TRAIN).all()
+    seen, unseen = int(dm.split.seen_users[0]), int(dm.split.unseen_users[0])
+    # 12 pool pairs (six units of two), less those in validation units; no cap on seen users
+    assert len(dm.pairs_by_split[TRAIN][seen]) + len(dm.pairs_by_split[VAL][seen]) == 12
+    assert len(dm.pairs_by_split[TRAIN][unseen]) <= 4
     assert len(lines) == 1
-    assert lines[0] == (
-        "4 users: 1 seen, 1 unseen, 2 removed (under min_pairs_per_user=1 / "
-        "min_units_per_user=1, or not in both given splits); "
-        "pairs train/val/test/unused = 14/4/5/17"
-    )
+    assert lines[0].startswith("4 users: 1 seen, 1 unseen, 2 removed (")
+    assert "1 users with no pair in the test units" in lines[0]  # u1: train only
+    assert "1 users with no pair in the training units" in lines[0]  # u2: test only
     batch = next(iter(dm.train_dataloader()))
     assert batch is not None
 
@@ -560,9 +559,10 @@ def test_reddit_tldr_under_the_paper_protocol(tmp_path):
     # C (train only) and D (validation only) are dropped; A and B split 50/50
     assert sorted(split.dropped_users.tolist()) == [2, 3]
     assert sorted(split.seen_users.tolist() + split.unseen_users.tolist()) == [0, 1]
-    # A: post 3 is in its train and its test, so its train pair (line 4) is unused
+    # A: post 3 is in its train and its test, so its train pair (line 4) is unused; post 2 is
+    # in A's train and B's test: a post is on one side for everybody, so A's line 3 is unused
     assert split.pair_split.tolist() == [
-        TRAIN, TRAIN, TRAIN, UNUSED, TEST, TEST, TEST,  # A
+        TRAIN, TRAIN, UNUSED, UNUSED, TEST, TEST, TEST,  # A
         TRAIN, TRAIN, TEST,  # B
         UNUSED, UNUSED,  # C
         UNUSED,  # D

@@ -2,9 +2,9 @@
 
 An entry is a folder named by a key: the sha256 of what was encoded (every text, in order) and
 of the encoder's identity (model, weights hash or revision, pooling, max length, template,
-dtype). Any change makes a new key; the same inputs find the entry without loading the encoder.
-An entry is written under a temporary name and renamed into place when complete, so a killed
-run never leaves a folder that a later run would trust.
+truncation rule, dtype). Any change makes a new key; the same inputs find the entry without
+loading the encoder. An entry is written under a temporary name and renamed into place when
+complete, so a killed run never leaves a folder that a later run would trust.
 """
 
 from __future__ import annotations

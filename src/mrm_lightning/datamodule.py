@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch import LightningDataModule
@@ -9,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .episodes import EvalBatches, MetaTrainBatches, Size, resolve_size
+from .episodes import EvalBatches, MetaTrainBatches, Size, can_make_episode, resolve_size
 from .preferences import PreferenceData, PreferenceSource
 from .splits import TEST, TRAIN, UNUSED, VAL, SplitSummary, split_pairs
 from .synthetic import SyntheticPopulation
@@ -27,8 +29,10 @@ class EpisodicDataModule(LightningDataModule):
         query_size: query pairs per episode (count or fraction); None uses all the rest.
         eval_users_per_batch: users adapted together during validation and test.
         unseen_fraction: share of users held out of meta-training entirely.
-        val_fraction: share of each user's units used for validation (model selection).
-        test_fraction: share of each user's units held out for the final test.
+        val_fraction: share of the units (posts, prompts, conversations) used for validation
+            (model selection); units are assigned once for all users, so a text is on one side
+            for everybody.
+        test_fraction: share of the units held out for the final test.
         max_train_pairs_seen: cap on a seen user's training pairs (None: no cap).
         max_train_pairs_unseen: cap on an unseen user's training pairs: the few-shot budget.
         min_pairs_per_user: users with fewer pairs are dropped (and reported).
@@ -36,6 +40,10 @@ class EpisodicDataModule(LightningDataModule):
         use_given_split: keep the source's own train / test labels (the paper's TL;DR protocol:
             a worker's train-split pairs train, its validation-split pairs test); validation
             pairs are then carved from the training side.
+        users_without_train_pairs: an evaluated user left with no training pair (every unit it
+            has is larger than its cap): ``exclude`` leaves it out of every row of the report,
+            ``prior`` scores it with no adaptation (w0) in MRM's row; every method and baseline
+            is scored on the same users and pairs either way.
         seed: seeds the user split, the pair split and the episode sampling.
     """
 
@@ -54,6 +62,7 @@ class EpisodicDataModule(LightningDataModule):
         min_pairs_per_user: int = 10,
         min_units_per_user: int = 1,
         use_given_split: bool = False,
+        users_without_train_pairs: Literal["exclude", "prior"] = "exclude",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -66,6 +75,12 @@ class EpisodicDataModule(LightningDataModule):
             )
         if val_fraction + test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave room for training pairs")
+        if users_without_train_pairs not in ("exclude", "prior"):
+            raise ValueError(
+                "data.users_without_train_pairs must be 'exclude' or 'prior', got "
+                f"{users_without_train_pairs!r}"
+            )
+        self.users_without_train_pairs = users_without_train_pairs
         self.source = source
         self.users_per_batch, self.support_size, self.query_size = (
             users_per_batch,
@@ -88,6 +103,7 @@ class EpisodicDataModule(LightningDataModule):
         self.data: PreferenceData | None = None
         self.split: SplitSummary | None = None
         self.pairs_by_split: dict[int, dict[int, Tensor]] = {}
+        self.meta_train_users: Tensor | None = None  # seen users with an episode to draw
 
     @property
     def embedding_dim(self) -> int:
@@ -113,33 +129,85 @@ class EpisodicDataModule(LightningDataModule):
             counts = torch.bincount(data.user[by_user], minlength=data.num_users)
             chunks = torch.split(by_user, counts.tolist())
             self.pairs_by_split[part] = {int(u): chunks[u] for u in users}
-        self._check_episode_sizes()
+        train = self.pairs_by_split[TRAIN]
+        self.meta_train_users = torch.tensor(
+            [u for u in split.seen_users.tolist() if can_make_episode(data.unit[train[u]])],
+            dtype=torch.long,
+        )
         settings = self.split_settings
+        seen_only_evaluated = len(split.seen_users) - len(self.meta_train_users)
         rank_zero_info(
             f"{data.num_users} users: {len(split.seen_users)} seen, {len(split.unseen_users)} "
-            f"unseen, {len(split.dropped_users)} removed (under min_pairs_per_user="
-            f"{settings['min_pairs_per_user']} / min_units_per_user="
-            f"{settings['min_units_per_user']}"
-            + (", or not in both given splits" if settings["use_given_split"] else "")
-            + "); pairs train/val/test/unused = "
+            f"unseen, {len(split.dropped_users)} removed ({split.describe()}); pairs "
+            "train/val/test/unused = "
             + "/".join(str(int((split.pair_split == p).sum())) for p in (TRAIN, VAL, TEST, UNUSED))
+            + f" (units on one side for all users; {split.leak_guard_pairs} pairs unused for "
+            "sharing a text across sides)"
+            + (
+                f"; {seen_only_evaluated} seen users have fewer than 2 training units and are "
+                "evaluated but not meta-trained"
+                if seen_only_evaluated
+                else ""
+            )
+            + f"; min_pairs_per_user={settings['min_pairs_per_user']}"
         )
+        for part, name in ((VAL, "validation"), (TEST, "test")):
+            without = self.users_without_training(part)
+            if without:
+                rank_zero_info(
+                    f"{without} {name} users have no training pair: "
+                    + (
+                        "excluded from every row"
+                        if self.users_without_train_pairs == "exclude"
+                        else "scored with the prior (no adaptation)"
+                    )
+                    + " (data.users_without_train_pairs)"
+                )
 
     def _check_episode_sizes(self) -> None:
-        """Fail at start-up, naming the setting, when episodes cannot be drawn."""
-        assert self.split is not None
-        if not len(self.split.seen_users):
+        """Fail before meta-training, naming the setting, when no episode can be drawn; tell
+        when some users' episodes will have a smaller support than asked."""
+        assert self.split is not None and self.meta_train_users is not None
+        if not len(self.meta_train_users):
             raise ValueError(
-                "no seen users to meta-train on: lower data.unseen_fraction or "
-                "data.min_pairs_per_user"
+                "no seen user has training pairs from 2 or more units, so no meta-training "
+                "episode can be drawn: lower data.unseen_fraction, data.test_fraction or "
+                "data.val_fraction, or raise data.min_units_per_user"
             )
         train = self.pairs_by_split[TRAIN]
-        fewest = min(len(train[int(u)]) for u in self.split.seen_users)
-        if resolve_size(self.support_size, fewest) >= fewest:
+        short = sum(
+            resolve_size(self.support_size, len(train[u])) >= len(train[u])
+            for u in self.meta_train_users.tolist()
+        )
+        if short == len(self.meta_train_users):  # not a few users: the setting is off
+            fewest = min(len(train[u]) for u in self.meta_train_users.tolist())
             raise ValueError(
-                f"data.support_size={self.support_size} needs more training pairs than a seen user "
-                f"has (the fewest is {fewest}): lower support_size or raise min_pairs_per_user"
+                f"data.support_size={self.support_size} asks for at least as many pairs as every "
+                f"seen user has for training (the fewest is {fewest}): lower support_size or "
+                "raise min_pairs_per_user"
             )
+        if short:
+            rank_zero_info(
+                f"data.support_size={self.support_size}: {short} of "
+                f"{len(self.meta_train_users)} meta-training users have no more training pairs "
+                "than that; their episodes keep at least one unit for the query and a smaller "
+                "support"
+            )
+
+    # ------------------------------------------------------------- evaluation
+    def eval_users(self, part: int) -> list[int]:
+        """The users scored on ``part`` (VAL or TEST): the same list for MRM and every
+        baseline. A user needs a held-out pair there, and a training pair unless
+        ``users_without_train_pairs`` is ``prior``."""
+        assert self.split is not None
+        held_out, train = self.pairs_by_split[part], self.pairs_by_split[TRAIN]
+        prior = self.users_without_train_pairs == "prior"
+        return sorted(u for u, pairs in held_out.items() if len(pairs) and (prior or len(train[u])))
+
+    def users_without_training(self, part: int) -> int:
+        """How many users with held-out pairs in ``part`` have no training pair."""
+        held_out, train = self.pairs_by_split[part], self.pairs_by_split[TRAIN]
+        return sum(1 for u, pairs in held_out.items() if len(pairs) and not len(train[u]))
 
     # ----------------------------------------------------------- dataloaders
     def _rank_world(self) -> tuple[int, int]:
@@ -148,11 +216,12 @@ class EpisodicDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.data is not None and self.split is not None
+        self._check_episode_sizes()
         rank, world = self._rank_world()
         tasks = MetaTrainBatches(
             self.data,
             self.pairs_by_split[TRAIN],
-            self.split.seen_users,
+            self.meta_train_users,
             self.users_per_batch,
             self.support_size,
             self.query_size,
@@ -164,7 +233,7 @@ class EpisodicDataModule(LightningDataModule):
         if len(tasks) == 0:
             raise ValueError(
                 f"data.users_per_batch={self.users_per_batch} x {world} process(es) exceeds the "
-                f"{len(self.split.seen_users)} seen users"
+                f"{len(self.meta_train_users)} seen users that have episodes"
             )
         return DataLoader(tasks, batch_size=None)
 
@@ -175,6 +244,7 @@ class EpisodicDataModule(LightningDataModule):
             self.data,
             self.pairs_by_split[TRAIN],
             self.pairs_by_split[held_out],
+            self.eval_users(held_out),
             self.split.seen_users,
             self.eval_users_per_batch,
             rank=rank,
@@ -189,10 +259,10 @@ class EpisodicDataModule(LightningDataModule):
         return self._eval_dataloader(TEST)
 
     # ------------------------------------------------------- for baselines
-    def pairs(self, part: int, users: Tensor | None = None) -> PreferenceData:
+    def pairs(self, part: int, users: Tensor | list[int] | None = None) -> PreferenceData:
         """The pairs of one split (TRAIN / VAL / TEST), optionally of some users only."""
         assert self.data is not None and self.split is not None
         mask = self.split.pair_split == part
         if users is not None:
-            mask &= torch.isin(self.data.user, users)
+            mask &= torch.isin(self.data.user, torch.as_tensor(users, dtype=torch.long))
         return self.data.subset(mask.nonzero().flatten())

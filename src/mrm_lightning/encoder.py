@@ -2,14 +2,21 @@
 
 Two poolings: ``mean`` over the attention mask (sentence encoders such as all-MiniLM-L6-v2)
 and ``last_token``, the final real token's last hidden state (reward or causal models, as the
-paper does with Skywork-Reward). Texts are encoded in length-sorted batches (little padding),
-and truncation always keeps the response: a long post is cut, never the summary being judged.
+paper does with Skywork-Reward). Texts are encoded in length-sorted batches (little padding).
+
+Truncation to ``max_length`` keeps the whole response and cuts what comes before it: the
+oldest conversation turns go first, then the prompt loses its start (its end, next to the
+response, is kept). Only a response that does not fit even alone (with the special or template
+tokens) is cut, at its end, with the prompt and history dropped; each encode call warns with
+the number of such texts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +28,9 @@ from torch import Tensor
 TextInput = tuple[tuple[tuple[str, str], ...], str, str]
 Pooling = Literal["mean", "last_token"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+# Part of the cache key: vectors made under an older rule (the buggy v1 cut the response's
+# start) are never reused. Bump it whenever what `tokenize` keeps changes.
+TRUNCATION = "prompt_start_v2"
 
 
 def default_model_path() -> str:
@@ -47,6 +57,20 @@ def pool(hidden: Tensor, mask: Tensor, pooling: Pooling) -> Tensor:
     raise ValueError(f"encoder.pooling must be 'mean' or 'last_token', got {pooling!r}")
 
 
+def fit_pair(prompt_tokens: int, response_tokens: int, room: int) -> tuple[int, int]:
+    """Tokens kept of the prompt side (its last ones) and of the response (its first ones)
+    when ``room`` tokens are free for both: the response first, the prompt gets the rest."""
+    response = min(response_tokens, max(room, 0))
+    return min(prompt_tokens, room - response), response
+
+
+def history_starts(history: Sequence[tuple[str, str]]) -> list[int]:
+    """Where the kept history may start, from all of it to none: each step drops the oldest
+    exchange (everything before the next ``user`` turn)."""
+    later_user_turns = [i for i, (role, _) in enumerate(history) if role == "user" and i > 0]
+    return list(dict.fromkeys([0, *later_user_turns, len(history)]))
+
+
 def weights_digest(folder: Path) -> str:
     """sha256 over every file of a local model folder (weights, tokenizer, template, config):
     any change to what shapes the vectors makes a new cache key."""
@@ -71,8 +95,9 @@ class TextEncoder:
             hash of their weight files instead.
         pooling: ``mean`` (sentence encoders) or ``last_token`` (reward / causal models).
         normalize: L2-normalise the vectors (what sentence encoders are trained for).
-        max_length: tokens per text; longer texts lose the start of the prompt, never the
-            response.
+        max_length: tokens per text. A longer text loses its oldest turns, then the start of
+            its prompt; the response stays whole unless it alone is too long, when its end is
+            cut (with a warning).
         chat_template: render (history, prompt, response) with the tokenizer's chat template
             where it has one; otherwise prompt and response are a text pair.
         dtype: ``auto`` is bfloat16 on GPU and float32 on CPU.
@@ -102,6 +127,8 @@ class TextEncoder:
         self.batch_size, self.device_name = batch_size, device
         self._tokenizer = self._model = None
         self._weights: tuple | None = None  # (folder stamp, sha256) of the last hash
+        # set by `encode` while it runs, so `encode_batch` counts cut responses for one warning
+        self._cut_in_encode: int | None = None
 
     # ------------------------------------------------------------ identity
     @property
@@ -146,6 +173,7 @@ class TextEncoder:
             "normalize": self.normalize,
             "max_length": self.max_length,
             "chat_template": self.chat_template,
+            "truncation": TRUNCATION,
             "dtype": str(self.torch_dtype(self.device())),
         }
 
@@ -155,7 +183,6 @@ class TextEncoder:
 
         device = device or self.device()
         self._tokenizer = AutoTokenizer.from_pretrained(self.path, revision=self.revision)
-        self._tokenizer.truncation_side = "left"  # templated texts end with the response
         model = AutoModel.from_pretrained(
             self.path, revision=self.revision, dtype=self.torch_dtype(device)
         )
@@ -166,41 +193,114 @@ class TextEncoder:
         return bool(self.chat_template and getattr(self._tokenizer, "chat_template", None))
 
     # ------------------------------------------------------------ encoding
-    def tokenize(self, items: Sequence[TextInput]) -> dict[str, Tensor]:
-        """Render and tokenize a batch (padded to its longest text)."""
+    def tokenize(self, items: Sequence[TextInput]) -> tuple[dict[str, Tensor], int]:
+        """Render, tokenize and truncate a batch (padded to its longest text); also return how
+        many responses had to be cut. No text is longer than ``max_length`` tokens."""
+        pair = self._template_features if self.uses_template else self._pair_features
+        features, cut = pair(items)
+        return dict(self._tokenizer.pad(features, return_tensors="pt")), cut
+
+    def _pair_features(self, items: Sequence[TextInput]) -> tuple[list[dict], int]:
+        """(history and prompt, response) as a text pair with the tokenizer's special tokens."""
         tok = self._tokenizer
-        if self.uses_template:
-            texts = [
-                tok.apply_chat_template(
-                    [{"role": r, "content": c} for r, c in history]
-                    + [
-                        {"role": "user", "content": prompt},
-                        {"role": "assistant", "content": response},
-                    ],
-                    tokenize=False,
-                )
-                for history, prompt, response in items
-            ]
-            return tok(
-                texts,
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                add_special_tokens=False,
-                return_tensors="pt",
-            )
-        firsts = [
-            "\n".join([f"{r}: {c}" for r, c in history] + [prompt]) for history, prompt, _ in items
-        ]
-        # longest_first trims the longer text (the post), keeping a short response whole.
-        return tok(
-            firsts,
-            [response for _, _, response in items],
-            padding=True,
-            truncation="longest_first",
-            max_length=self.max_length,
-            return_tensors="pt",
+        firsts = tok(
+            ["\n".join([f"{r}: {c}" for r, c in h] + [p]) for h, p, _ in items],
+            add_special_tokens=False,
         )
+        seconds = tok([response for *_, response in items], add_special_tokens=False)
+        room = self.max_length - tok.num_special_tokens_to_add(pair=True)
+        features, cut = [], 0
+        for i, (first, second) in enumerate(zip(firsts["input_ids"], seconds["input_ids"])):
+            keep_first, keep_second = fit_pair(len(first), len(second), room)
+            cut += keep_second < len(second)
+            if not tok.is_fast:
+                kept = (first[len(first) - keep_first :], second[:keep_second])
+                features.append(dict(tok.prepare_for_model(*kept, add_special_tokens=True)))
+                continue
+            a, b = firsts.encodings[i], seconds.encodings[i]
+            a.truncate(keep_first, direction="left")
+            b.truncate(keep_second, direction="right")
+            joined = tok.backend_tokenizer.post_process(a, b, add_special_tokens=True)
+            columns = {
+                "input_ids": joined.ids,
+                "token_type_ids": joined.type_ids,
+                "attention_mask": joined.attention_mask,
+            }
+            features.append({k: v for k, v in columns.items() if k in tok.model_input_names})
+        return features, cut
+
+    def _rendered(self, history, prompt: str, response: str) -> dict:
+        """Tokens of (history, prompt, response) rendered with the chat template."""
+        messages = [{"role": r, "content": c} for r, c in history] + [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": response},
+        ]
+        text = self._tokenizer.apply_chat_template(messages, tokenize=False)
+        return dict(self._tokenizer(text, add_special_tokens=False))
+
+    def _template_features(self, items: Sequence[TextInput]) -> tuple[list[dict], int]:
+        features, cut = [], 0
+        for history, prompt, response in items:
+            tokens = self._rendered(history, prompt, response)
+            if len(tokens["input_ids"]) > self.max_length:
+                tokens, response_cut = self._fit_template(history, prompt, response)
+                cut += response_cut
+            features.append(tokens)
+        return features, cut
+
+    def _fit_template(self, history, prompt: str, response: str) -> tuple[dict, bool]:
+        """Tokens of the longest rendering that fits, and whether the response was cut:
+        drop the oldest exchanges, then cut the prompt's start, then the response's end."""
+        for start in history_starts(history)[1:]:
+            tokens = self._rendered(history[start:], prompt, response)
+            if len(tokens["input_ids"]) <= self.max_length:
+                return tokens, False
+        if len(self._rendered((), "", response)["input_ids"]) <= self.max_length:
+            prompt_cut = partial(self._rendered, (), response=response)
+            return self._longest_fit(prompt_cut, prompt, keep_end=True), False
+        return self._longest_fit(partial(self._rendered, (), ""), response, keep_end=False), True
+
+    def _longest_fit(self, render, text: str, keep_end: bool) -> dict:
+        """``render(part)`` for the longest ``part`` of ``text`` (its end or its start, whole
+        tokens) that fits ``max_length``. Re-measured after each cut: tokens can merge across
+        the template's text, so the first guess may be a token or two long."""
+        overhead = len(render("")["input_ids"])
+        if overhead > self.max_length:
+            raise ValueError(
+                f"the chat template alone takes {overhead} tokens: raise encoder.max_length "
+                f"(now {self.max_length}) or set encoder.chat_template: false"
+            )
+        keep = self.max_length - overhead
+        while True:
+            tokens = render(self._cut_text(text, keep, keep_end))
+            excess = len(tokens["input_ids"]) - self.max_length
+            if excess <= 0:
+                return tokens
+            keep = max(keep - excess, 0)  # keep == 0 renders ``render("")``, which fits
+
+    def _cut_text(self, text: str, keep: int, keep_end: bool) -> str:
+        """``text`` cut to its last (``keep_end``) or first ``keep`` tokens."""
+        tok = self._tokenizer
+        if keep <= 0:
+            return ""
+        if not tok.is_fast:
+            tokens = tok.tokenize(text)
+            kept = tokens[-keep:] if keep_end else tokens[:keep]
+            return text if len(kept) == len(tokens) else tok.convert_tokens_to_string(kept)
+        spans = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        if keep >= len(spans):
+            return text
+        return text[spans[-keep][0] :] if keep_end else text[: spans[keep - 1][1]]
+
+    def _report_cut(self, cut: int, total: int, stacklevel: int) -> None:
+        if self._cut_in_encode is not None:  # inside `encode`: one warning at its end
+            self._cut_in_encode += cut
+        elif cut:
+            warnings.warn(
+                f"{cut} of {total} texts have a response longer than encoder.max_length="
+                f"{self.max_length} tokens: their prompt was dropped and the response's end cut",
+                stacklevel=stacklevel + 1,
+            )
 
     @torch.no_grad()
     def encode_batch(self, items: Sequence[TextInput]) -> Tensor:
@@ -208,7 +308,9 @@ class TextEncoder:
         if self._model is None:
             self.load()
         device = next(self._model.parameters()).device
-        inputs = {k: v.to(device) for k, v in self.tokenize(items).items()}
+        tokens, cut = self.tokenize(items)
+        self._report_cut(cut, len(items), stacklevel=3)  # past torch.no_grad's wrapper
+        inputs = {k: v.to(device) for k, v in tokens.items()}
         hidden = self._model(**inputs).last_hidden_state
         vectors = pool(hidden.float(), inputs["attention_mask"], self.pooling)
         return (F.normalize(vectors, dim=-1) if self.normalize else vectors).cpu()
@@ -228,12 +330,17 @@ class TextEncoder:
 
         order = self.length_order(items)
         out = torch.empty(len(items), 0)
-        with tqdm(total=len(items), unit="text", desc="encoding", disable=not progress) as bar:
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                vectors = self.encode_batch([items[i] for i in rows])
-                if out.shape[1] == 0:
-                    out = torch.empty(len(items), vectors.shape[1])
-                out[rows] = vectors
-                bar.update(len(rows))
+        self._cut_in_encode = 0  # `encode_batch` adds its cut responses here (_report_cut)
+        try:
+            with tqdm(total=len(items), unit="text", desc="encoding", disable=not progress) as bar:
+                for start in range(0, len(order), self.batch_size):
+                    rows = order[start : start + self.batch_size]
+                    vectors = self.encode_batch([items[i] for i in rows])
+                    if out.shape[1] == 0:
+                        out = torch.empty(len(items), vectors.shape[1])
+                    out[rows] = vectors
+                    bar.update(len(rows))
+        finally:
+            cut, self._cut_in_encode = self._cut_in_encode, None
+        self._report_cut(cut, len(items), stacklevel=2)
         return out

@@ -35,41 +35,55 @@ def sample_support_query(
 ) -> tuple[Tensor, Tensor]:
     """Split one user's training pairs into support and query by whole units.
 
-    Units are shuffled and go to support until it holds at least ``support_size`` pairs; the
-    remaining units form the query set, capped at ``query_size`` pairs (None: all of them).
-    Returns positions into ``units``.
+    Units are shuffled; each joins the support while the support holds fewer than
+    ``support_size`` pairs, except the last unit of the order, which always goes to the query.
+    So any user with two or more units gets an episode, with a smaller support than asked when
+    its units are large; the query is capped at ``query_size`` pairs (None: all of them).
+    Returns positions into ``units``. Raises ValueError when all pairs form one unit.
     """
     available = len(units)
     num_support = resolve_size(support_size, available)
-    if num_support >= available:
-        raise ValueError(f"support_size={support_size} leaves no query pair out of {available}")
     _, pair_unit = torch.unique(units, return_inverse=True)
-    unit_order = torch.randperm(int(pair_unit.max()) + 1, generator=gen)
+    num_units = int(pair_unit.max()) + 1 if available else 0
+    if num_units < 2:
+        raise ValueError(
+            f"an episode needs pairs from at least 2 units (posts, conversations...); "
+            f"these {available} pairs form {num_units}"
+        )
+    unit_order = torch.randperm(num_units, generator=gen)
     pairs_per_unit = torch.bincount(pair_unit)[unit_order]
     # a unit joins the support iff the support still had room when its turn came.
     pairs_before = torch.cumsum(pairs_per_unit, 0) - pairs_per_unit
-    unit_in_support = torch.zeros(len(unit_order), dtype=torch.bool)
-    unit_in_support[unit_order] = pairs_before < num_support
+    joins = pairs_before < num_support
+    joins[-1] = False  # the last unit is always query: an episode never runs out of query pairs
+    unit_in_support = torch.zeros(num_units, dtype=torch.bool)
+    unit_in_support[unit_order] = joins
     in_support = unit_in_support[pair_unit]
     shuffled = torch.randperm(available, generator=gen)
     support, query = shuffled[in_support[shuffled]], shuffled[~in_support[shuffled]]
-    if not len(query):
-        raise ValueError(f"support_size={support_size}: one unit holds all {available} pairs")
     if query_size is not None:
         query = query[: resolve_size(query_size, len(query))]
     return support, query
+
+
+def can_make_episode(units: Tensor) -> bool:
+    """Whether :func:`sample_support_query` can split these pairs (two or more units)."""
+    return len(torch.unique(units)) >= 2
 
 
 def collate_pairs(
     data: PreferenceData, per_user_pairs: Sequence[Tensor], prefix: str
 ) -> dict[str, Tensor]:
     """Gather embeddings of each user's pairs into padded ``[B, P, D]`` tensors plus a mask."""
-    index = pad_sequence(list(per_user_pairs), batch_first=True, padding_value=0)
-    mask = pad_sequence(
-        [torch.ones(len(p), dtype=torch.bool) for p in per_user_pairs],
-        batch_first=True,
-        padding_value=False,
-    )
+    if len(per_user_pairs):
+        index = pad_sequence(list(per_user_pairs), batch_first=True, padding_value=0)
+        mask = pad_sequence(
+            [torch.ones(len(p), dtype=torch.bool) for p in per_user_pairs],
+            batch_first=True,
+            padding_value=False,
+        )
+    else:  # a batch of no users (a process with nothing to evaluate under DDP)
+        index, mask = torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.bool)
     batch = {
         f"{prefix}_chosen": data.embeddings[data.chosen[index]],
         f"{prefix}_rejected": data.embeddings[data.rejected[index]],
@@ -146,10 +160,13 @@ class MetaTrainBatches(IterableDataset):
 
 
 class EvalBatches(IterableDataset):
-    """All users of an evaluation: support = a user's training pairs, query = its held-out pairs.
+    """Users of an evaluation: support = a user's training pairs, query = its held-out pairs.
 
-    Users are dealt to processes round-robin (each counted exactly once under DDP); users
-    without a held-out pair in this split are skipped.
+    ``users`` is decided by the data module, once, so that every method and baseline is scored
+    on the same users and pairs; a user may have no support pairs (then it is scored with the
+    prior). Users are dealt to processes round-robin (each counted exactly once under DDP); a
+    process with no user still yields one empty batch, so that every process logs the same
+    metrics and their end-of-epoch synchronisation never waits for a process that logged none.
     """
 
     def __init__(
@@ -157,28 +174,26 @@ class EvalBatches(IterableDataset):
         data: PreferenceData,
         support_pairs: dict[int, Tensor],
         query_pairs: dict[int, Tensor],
+        users: Sequence[int],
         seen_users: Tensor,
         users_per_batch: int,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        users = sorted(
-            u for u, pairs in query_pairs.items() if len(pairs) and len(support_pairs[u])
-        )
-        self.users = users[rank::world_size]
+        self.users = list(users)[rank::world_size]
         self.data, self.support_pairs, self.query_pairs = data, support_pairs, query_pairs
         self.seen = set(seen_users.tolist())
         self.users_per_batch = users_per_batch
 
     def __len__(self) -> int:
-        return -(-len(self.users) // self.users_per_batch)
+        return max(1, -(-len(self.users) // self.users_per_batch))
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        for start in range(0, len(self.users), self.users_per_batch):
+        for start in range(0, max(len(self.users), 1), self.users_per_batch):
             users = self.users[start : start + self.users_per_batch]
             yield {
                 **collate_pairs(self.data, [self.support_pairs[u] for u in users], "support"),
                 **collate_pairs(self.data, [self.query_pairs[u] for u in users], "query"),
-                "user": torch.tensor(users),
-                "is_seen": torch.tensor([u in self.seen for u in users]),
+                "user": torch.tensor(users, dtype=torch.long),
+                "is_seen": torch.tensor([u in self.seen for u in users], dtype=torch.bool),
             }

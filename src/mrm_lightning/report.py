@@ -64,10 +64,13 @@ class ResultsReport(Callback):
                 if f"{prefix}/{key}" in metrics
             }
         datamodule = trainer.datamodule
-        if self.global_baseline and hasattr(datamodule, "pairs"):
+        groups = evaluated_groups(datamodule) if hasattr(datamodule, "eval_users") else None
+        if self.global_baseline and groups is not None:
             seen = datamodule.split.seen_users
-            weights, l2 = fit_global_reward(datamodule.pairs(TRAIN, seen), datamodule.pairs(VAL))
-            groups = {"seen": seen, "unseen": datamodule.split.unseen_users, "overall": None}
+            weights, l2 = fit_global_reward(
+                datamodule.pairs(TRAIN, seen), datamodule.pairs(VAL, datamodule.eval_users(VAL))
+            )
+            # scored on exactly the users and test pairs MRM was scored on
             rows["global reward model"] = {
                 col: evaluate_linear_reward(weights, datamodule.pairs(TEST, users))[0]
                 for col, users in groups.items()
@@ -81,12 +84,20 @@ class ResultsReport(Callback):
             "metrics": metrics,
             "checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", None),
         }
+        if groups is not None:
+            self.results["test_users"] = {col: len(users) for col, users in groups.items()}
+            self.results["test_users_without_train_pairs"] = {
+                "count": datamodule.users_without_training(TEST),
+                "handling": datamodule.users_without_train_pairs,
+            }
         gap = _gap_closed(rows, "unseen")
         if gap is not None:
             self.results["unseen_gap_closed"] = gap
         path = run_dir / self.filename
         write_json_atomically(path, self.results)
         print("\n" + format_table(rows))
+        if groups is not None:
+            print(_users_line(self.results))
         if gap is not None:
             print(
                 f"\nOn unseen users MRM closes {gap:.0%} of the gap from the global model "
@@ -95,6 +106,30 @@ class ResultsReport(Callback):
         print(f"\nResults: {path}")
         logger_root = Path(trainer.logger.save_dir) if trainer.logger is not None else run_dir
         print(f"TensorBoard logs: {run_dir}\n  open them with: tensorboard --logdir {logger_root}")
+
+
+def evaluated_groups(datamodule) -> dict[str, list[int]]:
+    """Test users per report column: the data module's one list, cut into seen and unseen."""
+    users = datamodule.eval_users(TEST)
+    seen = set(datamodule.split.seen_users.tolist())
+    return {
+        "seen": [u for u in users if u in seen],
+        "unseen": [u for u in users if u not in seen],
+        "overall": users,
+    }
+
+
+def _users_line(results: dict) -> str:
+    counts, without = results["test_users"], results["test_users_without_train_pairs"]
+    line = (
+        f"Every row scores the same {counts['overall']} test users ({counts['seen']} seen, "
+        f"{counts['unseen']} unseen) on the same pairs."
+    )
+    if without["count"]:
+        line += f" {without['count']} users with no training pair are " + (
+            "excluded." if without["handling"] == "exclude" else "scored with the prior."
+        )
+    return line
 
 
 def _gap_closed(rows: dict[str, dict[str, float]], column: str) -> float | None:

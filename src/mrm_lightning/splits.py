@@ -1,13 +1,17 @@
-"""Seeded, leakage-free splits: users into seen / unseen, each user's pairs into train / val / test.
+"""Seeded, leak-free splits: users into seen / unseen, pairs into train / val / test.
 
-Pairs are split by *unit* (a post, a conversation, an item pair), never pair by pair: two pairs
-about the same text always land on the same side, so nothing a model saw in training reappears
-in validation or test.
+Pairs are split by *unit* (a post, a conversation, a prompt, a group of rated texts), and units
+are assigned to train / validation / test ONCE FOR ALL USERS: a post that one worker judged in
+training is on the training side for every worker who judged it, so nothing a model saw in
+training reappears in any user's validation or test pairs. Per-user caps apply afterwards, and
+a last guard drops any training pair that still shares an embedding row (a text) with a held-out
+pair, and any validation pair that shares one with a test pair.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -19,12 +23,18 @@ TRAIN, VAL, TEST, UNUSED = 0, 1, 2, -1
 
 @dataclass
 class SplitSummary:
-    """What a split did, for the log and for tests."""
+    """What a split did, for the log, the report and tests."""
 
     seen_users: Tensor
     unseen_users: Tensor
     dropped_users: Tensor
-    pair_split: Tensor  # [P] TRAIN / VAL / TEST / UNUSED (over a cap, or a dropped user)
+    pair_split: Tensor  # [P] TRAIN / VAL / TEST / UNUSED (over a cap, a dropped user, a leak)
+    dropped_reasons: Counter = field(default_factory=Counter)  # reason -> users
+    leak_guard_pairs: int = 0  # pairs left unused because they shared a text across sides
+
+    def describe(self) -> str:
+        parts = [f"{n} {reason}" for reason, n in sorted(self.dropped_reasons.items())]
+        return ", ".join(parts) if parts else "none"
 
 
 def split_users(
@@ -38,60 +48,70 @@ def split_users(
     return order[num_unseen:].sort().values, order[:num_unseen].sort().values
 
 
-def split_user_units(
-    units: Tensor,
-    val_fraction: float,
-    test_fraction: float,
-    max_train_pairs: int | None,
-    gen: torch.Generator,
+def assign_units(
+    num_units: int, val_fraction: float, test_fraction: float, gen: torch.Generator
 ) -> Tensor:
-    """Assign each of one user's pairs to TRAIN / VAL / TEST (or UNUSED past the train cap).
+    """``[num_units]`` TRAIN / VAL / TEST for every unit, the same for all users.
 
-    Fractions count units, not pairs. At least one unit goes to test (unless test_fraction is
-    0) and one to train (when the user has >= 2 units); validation may be empty. The train cap
-    keeps whole units, in shuffled order, while the total stays within ``max_train_pairs``.
+    ``round(test_fraction * U)`` shuffled units go to test, ``round(val_fraction * U)`` to
+    validation, the rest to training.
+    """
+    order = torch.randperm(num_units, generator=gen)
+    num_test = round(test_fraction * num_units)
+    num_val = min(round(val_fraction * num_units), num_units - num_test)
+    side = torch.full((num_units,), TRAIN, dtype=torch.long)
+    side[order[:num_test]] = TEST
+    side[order[num_test : num_test + num_val]] = VAL
+    return side
 
-    Args:
-        units: ``[n]`` unit id of each of the user's pairs.
+
+def assign_given_units(
+    units: Tensor, given: Tensor, num_units: int, val_fraction: float, gen: torch.Generator
+) -> Tensor:
+    """A release's own split: a unit with any TEST pair (of any user) is a test unit; units
+    with only TRAIN pairs are the training pool, ``val_fraction`` of which become validation;
+    units with neither are UNUSED."""
+    side = torch.full((num_units,), UNUSED, dtype=torch.long)
+    in_train = torch.zeros(num_units, dtype=torch.bool)
+    in_train[units[given == TRAIN]] = True
+    pool = in_train.nonzero().flatten()
+    side[pool] = TRAIN
+    side[units[given == TEST]] = TEST  # wins over TRAIN: the training copies are dropped
+    pool = (side == TRAIN).nonzero().flatten()
+    pool = pool[torch.randperm(len(pool), generator=gen)]
+    side[pool[: round(val_fraction * len(pool))]] = VAL
+    return side
+
+
+def cap_train_pairs(units: Tensor, max_train_pairs: int, gen: torch.Generator) -> Tensor:
+    """``[n]`` bool: which of one user's training pairs to keep under the cap.
+
+    Whole units are taken in a seeded random order while the total stays within the cap; a unit
+    that does not fit is skipped and smaller ones after it may still fit.
     """
     distinct, pair_unit = torch.unique(units, return_inverse=True)
-    num_units = len(distinct)
-    order = torch.randperm(num_units, generator=gen)
-    least = 1 if test_fraction > 0 else 0
-    num_test = min(max(least, round(test_fraction * num_units)), max(num_units - 1, 0))
-    num_val = min(round(val_fraction * num_units), num_units - num_test - 1)
-    unit_split = torch.full((num_units,), TRAIN, dtype=torch.long)
-    unit_split[order[:num_test]] = TEST
-    unit_split[order[num_test : num_test + max(num_val, 0)]] = VAL
-    if max_train_pairs is not None:
-        pairs_per_unit = torch.bincount(pair_unit, minlength=num_units)
-        kept = 0
-        for unit in order[num_test + max(num_val, 0) :].tolist():
-            if kept + int(pairs_per_unit[unit]) <= max_train_pairs:
-                kept += int(pairs_per_unit[unit])
-            else:
-                unit_split[unit] = UNUSED
-    return unit_split[pair_unit]
+    pairs_per_unit = torch.bincount(pair_unit, minlength=len(distinct))
+    keep_unit = torch.zeros(len(distinct), dtype=torch.bool)
+    kept = 0
+    for unit in torch.randperm(len(distinct), generator=gen).tolist():
+        if kept + int(pairs_per_unit[unit]) <= max_train_pairs:
+            kept += int(pairs_per_unit[unit])
+            keep_unit[unit] = True
+    return keep_unit[pair_unit]
 
 
-def split_given(
-    units: Tensor,
-    given: Tensor,
-    val_fraction: float,
-    max_train_pairs: int | None,
-    gen: torch.Generator,
-) -> Tensor:
-    """Keep a release's own TEST pairs; carve validation from its TRAIN pairs by unit.
-
-    A training pair whose unit also has a test pair is left UNUSED: a text seen in training
-    never comes back at test time, even where the release itself mixes them.
-    """
-    split = torch.full_like(given, UNUSED)
-    split[given == TEST] = TEST
-    pool = ((given == TRAIN) & ~torch.isin(units, units[given == TEST])).nonzero().flatten()
-    if len(pool):
-        split[pool] = split_user_units(units[pool], val_fraction, 0.0, max_train_pairs, gen)
-    return split
+def guard_text_leaks(data: PreferenceData, pair_split: Tensor) -> int:
+    """Leave UNUSED (in place) every training pair sharing an embedding row with a validation
+    or test pair, and every validation pair sharing one with a test pair; return how many."""
+    before = int((pair_split != UNUSED).sum())
+    for held_out, exposed in ((TEST, (TRAIN, VAL)), (VAL, (TRAIN,))):
+        rows = torch.cat(
+            [data.chosen[pair_split == held_out], data.rejected[pair_split == held_out]]
+        )
+        touches = torch.isin(data.chosen, rows) | torch.isin(data.rejected, rows)
+        for side in exposed:
+            pair_split[touches & (pair_split == side)] = UNUSED
+    return before - int((pair_split != UNUSED).sum())
 
 
 def split_pairs(
@@ -107,42 +127,64 @@ def split_pairs(
     min_units_per_user: int = 1,
     use_given_split: bool = False,
 ) -> SplitSummary:
-    """Seeded user split, then a per-user unit split with caps.
+    """Units to sides for everybody, then eligible users into seen / unseen, then per-user caps.
 
-    With ``use_given_split`` the source's own train / test labels are kept (the paper's TL;DR
-    protocol) and users need pairs on both sides; otherwise ``test_fraction`` of each user's
-    units is held out. ``min_units_per_user`` counts distinct units (PRISM: conversations).
+    With ``use_given_split`` the source's own train / test labels decide the test units (the
+    paper's TL;DR protocol); otherwise ``test_fraction`` of all units is held out. A user is kept
+    when it has at least ``min_pairs_per_user`` pairs, ``min_units_per_user`` distinct units
+    (PRISM: conversations), and pairs on both the training and the test side.
     """
     if use_given_split and data.given_split is None:
         raise ValueError("data.use_given_split=true, but the source gives no train/test labels")
     gen = torch.Generator().manual_seed(seed)
-    counts = torch.bincount(data.user, minlength=data.num_users)
+    num_units = int(data.unit.max()) + 1 if data.num_pairs else 0
+    if use_given_split:
+        unit_side = assign_given_units(data.unit, data.given_split, num_units, val_fraction, gen)
+    else:
+        unit_side = assign_units(num_units, val_fraction, test_fraction, gen)
+    pair_split = unit_side[data.unit].clone()
+    if use_given_split:  # a pair keeps its own label: a training copy of a test post is unused
+        pair_split[(data.given_split != TEST) & (pair_split == TEST)] = UNUSED
+        pair_split[data.given_split == UNUSED] = UNUSED
+    leaks = guard_text_leaks(data, pair_split)
+
+    def per_user(mask: Tensor) -> Tensor:
+        return torch.bincount(data.user[mask], minlength=data.num_users)
+
+    everything = torch.ones(data.num_pairs, dtype=torch.bool)
     user_units = torch.unique(torch.stack([data.user, data.unit]), dim=1)[0]
-    units = torch.bincount(user_units, minlength=data.num_users)
-    eligible = (counts >= min_pairs_per_user) & (units >= min_units_per_user)
-    if use_given_split:  # a user needs test pairs and training pairs that survive the leak guard
-        user_unit = data.user * (int(data.unit.max()) + 1) + data.unit
-        test = data.given_split == TEST
-        usable_train = (data.given_split == TRAIN) & ~torch.isin(user_unit, user_unit[test])
-        for side in (usable_train, test):
-            eligible &= torch.bincount(data.user[side], minlength=data.num_users) > 0
+    rules = (
+        (
+            f"with fewer than min_pairs_per_user={min_pairs_per_user} pairs",
+            per_user(everything) < min_pairs_per_user,
+        ),
+        (
+            f"with fewer than min_units_per_user={min_units_per_user} units",
+            torch.bincount(user_units, minlength=data.num_users) < min_units_per_user,
+        ),
+        ("with no pair in the test units", per_user(pair_split == TEST) == 0),
+        ("with no pair in the training units", per_user(pair_split == TRAIN) == 0),
+    )
+    dropped_reasons: Counter = Counter()
+    eligible = torch.ones(data.num_users, dtype=torch.bool)
+    for reason, failed in rules:  # each dropped user is counted under its first reason
+        newly = failed & eligible
+        if newly.any():
+            dropped_reasons[f"users {reason}"] = int(newly.sum())
+        eligible &= ~failed
     kept, dropped = eligible.nonzero().flatten(), (~eligible).nonzero().flatten()
     seen_pos, unseen_pos = split_users(len(kept), unseen_fraction, gen)
     seen, unseen = kept[seen_pos], kept[unseen_pos]
-    pair_split = torch.full((data.num_pairs,), UNUSED, dtype=torch.long)
-    order = torch.argsort(data.user, stable=True)
-    bounds = torch.cumsum(counts, 0)
+    pair_split[~eligible[data.user]] = UNUSED
     is_seen = torch.zeros(data.num_users, dtype=torch.bool)
     is_seen[seen] = True
+    train_rows = (pair_split == TRAIN).nonzero().flatten()
+    train_rows = train_rows[torch.argsort(data.user[train_rows], stable=True)]
+    counts = torch.bincount(data.user[train_rows], minlength=data.num_users)
+    chunks = torch.split(train_rows, counts.tolist())
     for user in kept.tolist():  # fixed order: the same seed gives the same split
-        rows = order[bounds[user] - counts[user] : bounds[user]]
         cap = max_train_pairs_seen if is_seen[user] else max_train_pairs_unseen
-        if use_given_split:
-            pair_split[rows] = split_given(
-                data.unit[rows], data.given_split[rows], val_fraction, cap, gen
-            )
-        else:
-            pair_split[rows] = split_user_units(
-                data.unit[rows], val_fraction, test_fraction, cap, gen
-            )
-    return SplitSummary(seen, unseen, dropped, pair_split)
+        rows = chunks[user]
+        if cap is not None and len(rows) > cap:
+            pair_split[rows[~cap_train_pairs(data.unit[rows], cap, gen)]] = UNUSED
+    return SplitSummary(seen, unseen, dropped, pair_split, dropped_reasons, leaks)

@@ -8,6 +8,7 @@ loading the encoder.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 from jsonargparse import lazy_instance
@@ -143,25 +144,32 @@ class PRISM(TextPreferences):
     Args:
         conversations: path of ``conversations.jsonl``; None reads the hub dataset.
         survey: path of ``survey.jsonl``, to drop users with no completed conversation.
+        history: which earlier turns a prompt's history holds. paired_turns: only turns that
+            made a pair, as the reference MRM protocol; chosen_turns: every turn with a user
+            message and a chosen response.
     """
 
     def __init__(
         self,
         conversations: str | None = None,
         survey: str | None = None,
+        history: Literal["paired_turns", "chosen_turns"] = "paired_turns",
         encoder: TextEncoder = lazy_instance(TextEncoder),
         cache_dir: str = ".cache/mrm-embeddings",
         progress: bool = True,
     ) -> None:
+        from .sources.prism import check_history
+
+        check_history(history)
         super().__init__(encoder, cache_dir, progress)
-        self.conversations, self.survey = conversations, survey
+        self.conversations, self.survey, self.history = conversations, survey, history
 
     def read_records(self, summary: LoadSummary) -> list[PreferenceRecord]:
         from .sources.prism import load_prism_hub, read_prism
 
         if self.conversations is None:
-            return load_prism_hub(summary)
-        return read_prism(self.conversations, self.survey, summary)
+            return load_prism_hub(summary, self.history)
+        return read_prism(self.conversations, self.survey, summary, self.history)
 
 
 class PairsFiles(TextPreferences):
@@ -193,8 +201,9 @@ class RatingsFiles(TextPreferences):
     Args:
         paths: the files (``.jsonl`` / ``.json`` / ``.csv``).
         max_pairs_per_user: a seeded sample caps each user's pairs.
-        group_size: without prompts, pairs form within groups of this many items (a group is
-            the split unit, so no rated text is on both sides of a split).
+        item_groups: without prompts, each text falls in one of this many groups by a seeded
+            hash, the same for every user; pairs form within a group, and a group is the split
+            unit, so no rated text is on two sides of a split for anybody.
         seed: seeds grouping and sampling.
     """
 
@@ -202,7 +211,7 @@ class RatingsFiles(TextPreferences):
         self,
         paths: list[str],
         max_pairs_per_user: int = 200,
-        group_size: int = 8,
+        item_groups: int = 10,
         seed: int = 0,
         encoder: TextEncoder = lazy_instance(TextEncoder),
         cache_dir: str = ".cache/mrm-embeddings",
@@ -210,7 +219,7 @@ class RatingsFiles(TextPreferences):
     ) -> None:
         super().__init__(encoder, cache_dir, progress)
         self.paths, self.max_pairs_per_user = list(paths), max_pairs_per_user
-        self.group_size, self.seed = group_size, seed
+        self.item_groups, self.seed = item_groups, seed
 
     def read_records(self, summary: LoadSummary) -> list[PreferenceRecord]:
         from .sources.generic import read_ratings
@@ -219,6 +228,6 @@ class RatingsFiles(TextPreferences):
             record
             for path in self.paths
             for record in read_ratings(
-                path, self.max_pairs_per_user, self.seed, self.group_size, summary
+                path, self.max_pairs_per_user, self.seed, self.item_groups, summary
             )
         ]

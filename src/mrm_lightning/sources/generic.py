@@ -21,15 +21,18 @@ with the :mod:`csv` module, header row required); the fields are the same in bot
   optional.
 - Pairs are formed within one user from two items with different scores, the higher-scored one
   chosen; equal scores make no pair. Items with an empty text are dropped and counted.
-- With a prompt, only responses to the same prompt pair up; unit = the prompt. Without one, the
-  user's distinct texts are shuffled into groups of ``group_size`` (repeats of a text stay
-  together) and only items of one group pair up; unit = ``"{user}/group{k}"``. Units of one user
-  that still share a text (one answer rated under two prompts) are merged under the name of the
-  first, so that no text can land in both a training and a test pair.
+- With a prompt, only responses to the same prompt pair up; unit = the prompt. Without one,
+  every distinct text falls in one of ``item_groups`` groups by a seeded hash of the text,
+  the same group for every user who rated it, and only a user's items of one group pair up;
+  unit = ``"group{k}"``. A unit is therefore a set of texts shared by all users, and the data
+  module's split puts it on one side for everybody: no rated text is in one user's training
+  pairs and another's test pairs. Units that still share a text (one answer rated under two
+  prompts, by any users of the file) are merged under the name of the first. More groups give
+  finer splits but fewer pairs (a user with n items gets about n^2 / (2 * item_groups)).
 - Each user keeps at most ``max_pairs_per_user`` pairs, a seeded random sample in file order.
-- Randomness: one ``random.Random(f"{seed}/{user}")`` per user (string seeds are hashed with
-  SHA-512, independent of ``PYTHONHASHSEED``), so a user's groups and sample depend only on the
-  seed and that user's own items, never on other users.
+- Randomness: groups hash ``f"{seed}/{text}"`` with SHA-256; the cap's sample uses one
+  ``random.Random(f"{seed}/{user}")`` per user (string seeds are hashed with SHA-512,
+  independent of ``PYTHONHASHSEED``).
 - ``origin`` of a rating pair is ``"file:chosen_line,rejected_line"``.
 
 Malformed input raises :class:`RecordError` naming the file, the line (CSV: the line in the file
@@ -40,6 +43,7 @@ where the data row starts, the header being line 1) and the field. Pairs that ca
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import random
 from collections.abc import Iterator
@@ -104,14 +108,14 @@ def read_ratings(
     path: str | Path,
     max_pairs_per_user: int = 200,
     seed: int = 0,
-    group_size: int = 8,
+    item_groups: int = 10,
     summary: LoadSummary | None = None,
 ) -> list[PreferenceRecord]:
     """Pairs formed within each user from a per-user ratings file (see the module docstring)."""
-    if max_pairs_per_user < 1 or group_size < 2:
+    if max_pairs_per_user < 1 or item_groups < 1:
         raise ValueError(
-            f"need max_pairs_per_user >= 1 and group_size >= 2, got "
-            f"{max_pairs_per_user} and {group_size}"
+            f"need max_pairs_per_user >= 1 and item_groups >= 1, got "
+            f"{max_pairs_per_user} and {item_groups}"
         )
     summary = summary if summary is not None else LoadSummary(str(path))
     by_user: dict[str, list[_Rating]] = {}
@@ -124,13 +128,20 @@ def read_ratings(
             summary.drop(EMPTY_RATED_TEXT)
             continue
         by_user.setdefault(user, []).append(_Rating(line, prompt, text, score))
+    keys = {
+        user: [_pairing_key(item, item_groups, seed) for item in items]
+        for user, items in by_user.items()
+    }
+    unit_of = _unit_names(
+        (item.text.strip(), key)
+        for user, items in by_user.items()
+        for item, key in zip(items, keys[user])
+    )
     records = []
     for user, items in by_user.items():
         rng = random.Random(f"{seed}/{user}")
-        keys = _pairing_keys(items, group_size, rng)
-        unit_of = _unit_names(user, items, keys)
         members: dict[tuple, list[_Rating]] = {}
-        for item, key in zip(items, keys):
+        for item, key in zip(items, keys[user]):
             members.setdefault(key, []).append(item)
         pairs = []
         for key, group in members.items():
@@ -163,21 +174,22 @@ def read_ratings(
     return records
 
 
-def _pairing_keys(items: list[_Rating], group_size: int, rng: random.Random) -> list[tuple]:
-    """Which items may pair: ``("prompt", p)`` by prompt, else ``("group", k)`` by seeded group."""
-    texts = list(dict.fromkeys(item.text.strip() for item in items if item.prompt is None))
-    rng.shuffle(texts)
-    group_of = {text: i // group_size for i, text in enumerate(texts)}
-    return [
-        ("prompt", item.prompt)
-        if item.prompt is not None
-        else ("group", group_of[item.text.strip()])
-        for item in items
-    ]
+def item_group(text: str, item_groups: int, seed: int) -> int:
+    """The group of a rated text: a seeded hash, the same for every user who rated it."""
+    digest = hashlib.sha256(f"{seed}/{text.strip()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % item_groups
 
 
-def _unit_names(user: str, items: list[_Rating], keys: list[tuple]) -> dict[tuple, str]:
-    """Unit name of each pairing key; keys whose items share a text merge under the first key."""
+def _pairing_key(item: _Rating, item_groups: int, seed: int) -> tuple:
+    """Which items may pair: ``("prompt", p)`` by prompt, else ``("group", k)`` by text group."""
+    if item.prompt is not None:
+        return ("prompt", item.prompt)
+    return ("group", item_group(item.text, item_groups, seed))
+
+
+def _unit_names(text_keys) -> dict[tuple, str]:
+    """Unit name of each pairing key, over ALL users: keys whose items share a text (one answer
+    rated under two prompts) merge under the first key, so a text is in one unit only."""
     parent: dict[tuple, tuple] = {}
     order: dict[tuple, int] = {}
     first_key_of_text: dict[str, tuple] = {}
@@ -187,17 +199,17 @@ def _unit_names(user: str, items: list[_Rating], keys: list[tuple]) -> dict[tupl
             key = parent[key]
         return key
 
-    for item, key in zip(items, keys):
+    for text, key in text_keys:
         parent.setdefault(key, key)
         order.setdefault(key, len(order))
-        a, b = root(first_key_of_text.setdefault(item.text.strip(), key)), root(key)
+        a, b = root(first_key_of_text.setdefault(text, key)), root(key)
         if a != b:
             a, b = (a, b) if order[a] < order[b] else (b, a)
             parent[b] = a
     names = {}
     for key in parent:
         kind, value = root(key)
-        names[key] = value if kind == "prompt" else f"{user}/group{value}"
+        names[key] = value if kind == "prompt" else f"group{value}"
     return names
 
 
