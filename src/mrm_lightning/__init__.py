@@ -7,6 +7,7 @@ from .module import MetaRewardModel
 from .preferences import PreferenceData, PreferenceSource
 from .report import ResultsReport
 from .rpo import RobustPersonalization
+from .semisynthetic import SemiSyntheticUsers
 from .synthetic import SyntheticPopulation
 from .text_sources import PRISM, PairsFiles, RatingsFiles, RedditTLDR, TextPreferences
 
@@ -19,6 +20,7 @@ __all__ = [
     "PreferenceSource",
     "ResultsReport",
     "RobustPersonalization",
+    "SemiSyntheticUsers",
     "PRISM",
     "PairsFiles",
     "RatingsFiles",

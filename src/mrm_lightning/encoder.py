@@ -183,6 +183,14 @@ class TextEncoder:
 
         device = device or self.device()
         self._tokenizer = AutoTokenizer.from_pretrained(self.path, revision=self.revision)
+        limit = self._tokenizer.model_max_length
+        if limit < 1_000_000 and self.max_length > limit:  # huge values mean "no limit set"
+            raise ValueError(
+                f"encoder.max_length={self.max_length} exceeds what {self.path} takes ({limit})"
+            )
+        # texts are tokenized whole and cut to max_length here (tokenize), never by the
+        # tokenizer: lift its limit so it does not warn about the whole, uncut texts.
+        self._tokenizer.model_max_length = 1 << 62
         model = AutoModel.from_pretrained(
             self.path, revision=self.revision, dtype=self.torch_dtype(device)
         )

@@ -43,8 +43,8 @@ class BaseRewardFunctions(nn.Module):
         embedding_dim: D, the size of the frozen encoder's vectors.
         num_base_rewards: K, the number of base reward functions.
         hidden_dim: width of the MLP's hidden layer; 0 for the linear map.
-        input_scale: multiplies the embedding first (the reference uses 0.01 for 4096-d
-            reward-model states; unit-length sentence embeddings want about 1).
+        input_scale: multiplies the embedding first, on top of the fitted standardisation
+            (the reference uses a fixed 0.01 for 4096-d reward-model states).
     """
 
     def __init__(
@@ -60,6 +60,9 @@ class BaseRewardFunctions(nn.Module):
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
         self.input_scale = input_scale
+        # fitted on the training data before meta-training (MetaRewardModel.setup); a buffer,
+        # so checkpoints carry it and scoring sees inputs on the scale training saw.
+        self.register_buffer("fitted_scale", torch.ones(()))
         if hidden_dim > 0:
             self.net: nn.Module = nn.Sequential(
                 nn.Linear(embedding_dim, hidden_dim),
@@ -69,6 +72,11 @@ class BaseRewardFunctions(nn.Module):
         else:
             self.net = nn.Linear(embedding_dim, num_base_rewards, bias=False)
 
+    @property
+    def scale(self) -> Tensor:
+        """What an embedding is multiplied by before the base functions."""
+        return self.fitted_scale * self.input_scale
+
     def forward(self, embeddings: Tensor) -> Tensor:
         """``[..., D]`` -> ``[..., K]``."""
-        return self.net(embeddings * self.input_scale)
+        return self.net(embeddings * self.scale)

@@ -12,11 +12,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from .baselines import fit_global_reward
 from .heads import BaseRewardFunctions, Combination
 from .losses import bradley_terry_loss
 from .maml import InnerOptimizer, adapt, pair_margins
 from .metrics import UserAccuracy
 from .schedule import warmup_cosine
+from .splits import TRAIN, VAL
+from .warm_start import standardizing_scale, warm_start_rows
 
 GROUPS = ("seen", "unseen", "all")
 EVAL_STAGES = ("val", "test")
@@ -39,7 +42,8 @@ class MetaRewardModel(LightningModule):
         embedding_dim: D of the input embeddings (linked from the data module by the CLI).
         num_base_rewards: K base reward functions.
         hidden_dim: 0 for linear base functions (the paper), else an MLP of this width.
-        input_scale: embeddings are multiplied by this before the base functions.
+        input_scale: embeddings are multiplied by this (and by the fitted standardisation)
+            before the base functions.
         combination: ``softmax`` (the paper) or ``linear`` mixing of the base rewards.
         inner_steps: adaptation steps per user (0: no personalization, w0 for everyone).
         inner_lr: inner-loop learning rate.
@@ -48,6 +52,13 @@ class MetaRewardModel(LightningModule):
         optimizer: the outer (meta) optimizer, a callable taking the parameters.
         warmup_fraction: share of training steps with linear lr warm-up.
         cosine_schedule: decay the meta learning rate with a cosine after warm-up.
+        standardize_inputs: before meta-training, fit one scale that brings the training
+            pairs' chosen-minus-rejected differences to unit RMS per dimension; it is stored
+            with the model, so unit-length and raw hidden-state embeddings need no tuning.
+        warm_start: before meta-training, fit the global Bradley-Terry model on the seen
+            users' training pairs (L2 chosen on validation pairs) and start the base functions
+            so that the prior w0 IS that model (linear base functions only).
+        fit_sample_pairs: at most this many training pairs (a seeded sample) for the two fits.
     """
 
     def __init__(
@@ -64,6 +75,9 @@ class MetaRewardModel(LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         warmup_fraction: float = 0.05,
         cosine_schedule: bool = True,
+        standardize_inputs: bool = True,
+        warm_start: bool = True,
+        fit_sample_pairs: int = 100_000,
     ) -> None:
         super().__init__()
         if inner_steps < 0:
@@ -89,6 +103,8 @@ class MetaRewardModel(LightningModule):
         #: How per-user query losses become the training objective; None is their mean (plain
         #: MAML). The RPO callback installs itself here.
         self.task_loss_reducer: Callable[[Tensor], Tensor] | None = None
+        #: per group, every test user's (adapted, w0) accuracy, kept for the end-of-run report
+        self.test_user_accuracy: dict[str, tuple[Tensor, Tensor]] = {}
         self.train_accuracy = UserAccuracy()
         self.eval_metrics = nn.ModuleDict(
             {
@@ -108,6 +124,40 @@ class MetaRewardModel(LightningModule):
                 for stage in EVAL_STAGES
             }
         )
+
+    # ------------------------------------------------------------ from the data
+    def setup(self, stage: str) -> None:
+        """Before meta-training, fit the input scale and warm start on the data module's data.
+
+        A resumed run then restores its checkpoint over them; ``mrm test`` / ``validate`` load
+        them from the checkpoint.
+        """
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if stage == "fit" and hasattr(datamodule, "meta_train_users"):
+            datamodule.setup(stage)
+            self.fit_to_data(datamodule)
+
+    def fit_to_data(self, datamodule) -> None:
+        """Standardise the inputs and warm-start from the global model (as the settings say),
+        fitted on the seen users' training pairs only (validation pairs choose the L2)."""
+        hp = self.hparams
+        if not (hp.standardize_inputs or hp.warm_start):
+            return
+        train = datamodule.pairs(TRAIN, datamodule.meta_train_users)
+        if train.num_pairs > hp.fit_sample_pairs:  # a seeded sample keeps the fits cheap
+            pick = torch.randperm(train.num_pairs, generator=torch.Generator().manual_seed(0))
+            train = train.subset(pick[: hp.fit_sample_pairs])
+        if hp.standardize_inputs:
+            differences = train.embeddings[train.chosen] - train.embeddings[train.rejected]
+            self.base_rewards.fitted_scale.fill_(standardizing_scale(differences))
+        if hp.warm_start and hp.hidden_dim == 0:
+            val = datamodule.pairs(VAL, datamodule.eval_users(VAL))
+            direction, _ = fit_global_reward(train, val)  # on raw embeddings: undo the scale
+            layer = self.base_rewards.net
+            with torch.no_grad():
+                layer.weight.copy_(
+                    warm_start_rows(layer.weight, direction / self.base_rewards.scale)
+                )
 
     # -------------------------------------------------------------- the method
     def adapt_users(self, batch: dict[str, Tensor], *, first_order: bool | None = None) -> Tensor:
@@ -207,6 +257,8 @@ class MetaRewardModel(LightningModule):
             metrics = self.eval_metrics[stage][group]
             adapted = metrics["user_acc"].per_user_values()  # collective under DDP: all ranks
             before = metrics["user_acc_w0"].per_user_values()
+            if stage == "test":  # the same users in the same order: paired per user
+                self.test_user_accuracy[group] = (adapted, before)
             prefix = metric_prefix(stage, group)
             if len(adapted):
                 # already gathered from every process, so the same value everywhere

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
 
 from .baselines import evaluate_linear_reward, fit_global_reward
 from .splits import TEST, TRAIN, VAL
@@ -90,6 +91,13 @@ class ResultsReport(Callback):
                 "count": datamodule.users_without_training(TEST),
                 "handling": datamodule.users_without_train_pairs,
             }
+        gains = {
+            col: adaptation_gain(*pl_module.test_user_accuracy[group])
+            for col, group in (("seen", "seen"), ("unseen", "unseen"))
+            if group in getattr(pl_module, "test_user_accuracy", {})
+        }
+        if gains:
+            self.results["adaptation_gain"] = gains
         gap = _gap_closed(rows, "unseen")
         if gap is not None:
             self.results["unseen_gap_closed"] = gap
@@ -98,6 +106,12 @@ class ResultsReport(Callback):
         print("\n" + format_table(rows))
         if groups is not None:
             print(_users_line(self.results))
+        for col, gain in gains.items():
+            print(
+                f"Adaptation gain on {col} users (adapted minus w0, per user): "
+                f"{gain['mean']:+.3f}; helped {gain['helped']:.0%}, hurt {gain['hurt']:.0%}, "
+                f"unchanged {gain['unchanged']:.0%} of {gain['users']}"
+            )
         if gap is not None:
             print(
                 f"\nOn unseen users MRM closes {gap:.0%} of the gap from the global model "
@@ -106,6 +120,21 @@ class ResultsReport(Callback):
         print(f"\nResults: {path}")
         logger_root = Path(trainer.logger.save_dir) if trainer.logger is not None else run_dir
         print(f"TensorBoard logs: {run_dir}\n  open them with: tensorboard --logdir {logger_root}")
+
+
+def adaptation_gain(adapted: Tensor, before: Tensor) -> dict[str, float]:
+    """Per-user adapted minus w0 accuracy: its mean, and the shares of users helped, hurt and
+    unchanged. ``adapted`` and ``before`` are ``[U]``, one entry per user, paired."""
+    gain = adapted.double() - before.double()
+    users = len(gain)
+    share = (lambda mask: float(mask.sum()) / users) if users else (lambda mask: float("nan"))
+    return {
+        "mean": float(gain.mean()) if users else float("nan"),
+        "helped": share(gain > 0),
+        "hurt": share(gain < 0),
+        "unchanged": share(gain == 0),
+        "users": users,
+    }
 
 
 def evaluated_groups(datamodule) -> dict[str, list[int]]:

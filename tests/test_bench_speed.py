@@ -1,0 +1,62 @@
+"""experiments/bench_speed.py: a seconds-long run reports every number, and its pieces agree."""
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_speed", REPO / "experiments" / "bench_speed.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = (
+    "--users 24 --pairs 12 --dim 8 --k 2 --meta-batch 4 --support 2 --query 6 "
+    "--eval-batch 8 --repeats 1 --warmup 0"
+).split()
+
+
+def test_a_tiny_run_reports_every_number(bench, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    result = bench.main([*TINY, "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    for key in (
+        "batched_over_per_user",
+        "batched_over_reference",
+        "epoch_over_lower_bound",
+        "peak_memory_bytes",
+        "trainer_epoch_seconds",
+        "lower_bound_seconds",
+    ):
+        assert math.isfinite(result[key]) and result[key] > 0, key
+    assert result["settings"]["users"] == 24 and result["cpu_threads"] >= 1
+    assert set(result["eval_seconds"]) == {"val", "test"}
+    # the engines compute the same meta-gradient, so their timings compare like with like
+    assert result["gradient_relative_gap"] < 1e-3
+    # a batch of 4 users with 2 support pairs each: the episode shape the run reports is real
+    assert result["episode_pairs_per_user"]["support_real"] == pytest.approx(2.0)
+    assert result["meta_train_users_per_epoch"] % 4 == 0
+    assert "epoch / lower bound" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("inner_optimizer", ["sgd", "adam"])
+def test_the_three_engines_give_the_same_meta_gradient(bench, inner_optimizer):
+    # two inner steps large enough to move w visibly; input scale 1 keeps gradients far above
+    # Adam's eps, which the reference-style loop places outside the root, the framework inside
+    args = bench.parse_args(
+        [*TINY, "--steps", "2", "--inner-lr", "0.5", "--input-scale", "1"]
+        + ["--inner-optimizer", inner_optimizer]
+    )
+    dm, model, _ = bench.build(args)
+    batch = next(iter(dm.train_dataloader()))
+    models = {name: bench.copy.deepcopy(model) for name in bench.ENGINES}
+    assert bench.check_same_gradients(models, batch) < 1e-4
