@@ -21,8 +21,9 @@ run, since these machines are noisy):
    validation, from the epoch-start to the epoch-end hook), against a lower bound measured in
    the same run: copy every embedding row the epoch touches once (``index_select`` into a
    preallocated buffer, the table already on the device) and one ``[N, D] @ [D, K]`` product.
-3. Evaluation: adapting and scoring every seen and unseen user of the validation and test
-   loaders through ``MetaRewardModel._evaluate``, metrics computed at the end (no logger).
+3. Evaluation: ``Trainer.validate`` and ``Trainer.test`` (no logger) adapting and scoring every
+   user of the data module's validation and test loaders, from the start to the end hook (the
+   module's epoch-end work included; validation tries each candidate adaptation strength).
 4. Peak memory: CPU, ``ru_maxrss`` (the process peak, data generation included); CUDA,
    ``torch.cuda.max_memory_allocated``.
 
@@ -32,12 +33,15 @@ the table on the device. The objective is plain MAML (mean query loss); RPO's ca
 quantile over B losses per step. Episodes: each user's pairs are its own units, so with
 ``--pairs 30``, ``val 0.1`` and ``test 0.3`` a seen user has about 18 training pairs; an
 episode takes ``--support 3`` of them and up to ``--query 27`` of the rest (so about 15). The
-run prints the real and padded sizes it saw.
+run prints the real and padded sizes it saw. Torch's thread count is left at its default and
+reported; on a busy machine with few cores, ``OMP_NUM_THREADS=1`` can make these small
+operations many times faster (threads that wait for a descheduled peer), so say which you ran.
 
 Run:
     python experiments/bench_speed.py                      # the paper's PRISM shape (~1 GB table)
     python experiments/bench_speed.py --users 200 --dim 512 --repeats 3   # seconds, any laptop
     python experiments/bench_speed.py --device cuda --json runs/bench_speed.json
+    OMP_NUM_THREADS=1 python experiments/bench_speed.py --users 200 --dim 512 --repeats 3
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import logging
 import platform
 import resource
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -70,7 +75,7 @@ from mrm_lightning.episodes import MetaTrainBatches
 from mrm_lightning.heads import combine
 from mrm_lightning.losses import bradley_terry_loss
 from mrm_lightning.maml import ADAM_BETAS, ADAM_EPS, adapt_per_user
-from mrm_lightning.module import GROUPS, MetaRewardModel
+from mrm_lightning.module import MetaRewardModel
 from mrm_lightning.preferences import PreferenceData, PreferenceSource
 from mrm_lightning.splits import TEST, VAL
 from mrm_lightning.synthetic import SyntheticPopulation
@@ -90,7 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=1, help="inner steps")
     p.add_argument("--inner-optimizer", choices=["sgd", "adam"], default="adam")
     p.add_argument("--inner-lr", type=float, default=1e-3, help="inner learning rate")
-    p.add_argument("--input-scale", type=float, default=0.01, help="embedding scale")
+    p.add_argument("--input-scale", type=float, default=1.0, help="model.input_scale")
     p.add_argument("--meta-batch", type=int, default=32, help="users per meta-batch B")
     p.add_argument("--support", type=int, default=3, help="support pairs per episode")
     p.add_argument("--query", type=int, default=27, help="most query pairs per episode")
@@ -335,45 +340,91 @@ def bench_meta_training(
     return {"runs": runs, "users": users, "episode_shape": per_user, "gradient_gap": gradient_gap}
 
 
-class EpochTimer(Callback):
-    """Seconds from each training epoch's start hook to its end hook, device drained."""
+class HookTimer(Callback):
+    """Seconds from a start hook to its end hook (device drained), per Trainer phase.
+
+    Training: ``on_train_epoch_start`` to ``on_train_epoch_end``; validation and test:
+    ``on_validation_start`` to ``on_validation_end`` (the module's epoch-end work included).
+    """
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.seconds, self._start = device, [], 0.0
+        self.device, self.seconds = device, {"train": [], "val": [], "test": []}
+        self._start = 0.0
 
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: MetaRewardModel) -> None:
+    def _begin(self) -> None:
         sync(self.device)
         self._start = time.perf_counter()
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: MetaRewardModel) -> None:
+    def _end(self, phase: str) -> None:
         sync(self.device)
-        self.seconds.append(time.perf_counter() - self._start)
+        self.seconds[phase].append(time.perf_counter() - self._start)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: MetaRewardModel) -> None:
+        self._begin()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: MetaRewardModel) -> None:
+        self._end("train")
+
+    def on_validation_start(self, trainer: Trainer, pl_module: MetaRewardModel) -> None:
+        self._begin()
+
+    def on_validation_end(self, trainer: Trainer, pl_module: MetaRewardModel) -> None:
+        self._end("val")
+
+    def on_test_start(self, trainer: Trainer, pl_module: MetaRewardModel) -> None:
+        self._begin()
+
+    def on_test_end(self, trainer: Trainer, pl_module: MetaRewardModel) -> None:
+        self._end("test")
+
+
+def make_trainer(
+    args: argparse.Namespace, timer: HookTimer, root: str, val_batches: float = 1.0
+) -> Trainer:
+    """A Trainer as the configs set one up, minus logger and checkpoints; ``val_batches`` 0
+    turns validation off (in ``fit`` and ``validate`` alike)."""
+    device = torch.device(args.device)
+    return Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=[device.index or 0] if device.type == "cuda" else 1,
+        max_epochs=args.warmup + args.repeats,
+        limit_val_batches=val_batches,
+        num_sanity_val_steps=0,
+        inference_mode=False,  # evaluation adapts users with autograd
+        gradient_clip_val=GRAD_CLIP,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        default_root_dir=root,
+    )
 
 
 def bench_trainer_epochs(
     model: MetaRewardModel, dm: EpisodicDataModule, args: argparse.Namespace
 ) -> list[float]:
-    """Seconds per epoch of ``Trainer.fit`` as the configs run it, minus logging and validation."""
-    device = torch.device(args.device)
-    timer = EpochTimer(device)
+    """Seconds per epoch of ``Trainer.fit`` (``mrm fit``'s path; its one-off fits before the
+    first epoch, standardisation and warm start, are not counted)."""
+    timer = HookTimer(torch.device(args.device))
     with tempfile.TemporaryDirectory() as root:
-        trainer = Trainer(
-            accelerator="gpu" if device.type == "cuda" else "cpu",
-            devices=[device.index or 0] if device.type == "cuda" else 1,
-            max_epochs=args.warmup + args.repeats,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            inference_mode=False,
-            gradient_clip_val=GRAD_CLIP,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[timer],
-            default_root_dir=root,
-        )
-        trainer.fit(model, datamodule=dm)
-    return timer.seconds[args.warmup :]
+        make_trainer(args, timer, root, val_batches=0).fit(model, datamodule=dm)
+    return timer.seconds["train"][args.warmup :]
+
+
+def bench_evaluation(
+    model: MetaRewardModel, dm: EpisodicDataModule, args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Seconds for ``Trainer.validate`` / ``Trainer.test`` to adapt and score every evaluated
+    user of the data module's val and test loaders (validation tries every candidate
+    adaptation strength, as the module does)."""
+    timer = HookTimer(torch.device(args.device))
+    with tempfile.TemporaryDirectory() as root:
+        trainer = make_trainer(args, timer, root)
+        for _ in range(args.warmup + args.repeats):
+            trainer.validate(model, datamodule=dm, verbose=False)
+            trainer.test(model, datamodule=dm, verbose=False)
+    return {phase: timer.seconds[phase][args.warmup :] for phase in ("val", "test")}
 
 
 def lower_bound(
@@ -392,30 +443,6 @@ def lower_bound(
 
     runs = [timed(device, once)[0] for _ in range(args.warmup + args.repeats + 2)]
     return runs[args.warmup + 2 :]
-
-
-# ------------------------------------------------------------------------- evaluation
-def bench_evaluation(
-    model: MetaRewardModel, dm: EpisodicDataModule, args: argparse.Namespace
-) -> dict[str, list[float]]:
-    """Seconds to adapt and score every evaluated user of the val and test loaders."""
-    device = torch.device(args.device)
-    model = model.to(device)
-    runs: dict[str, list[float]] = {}
-    for stage, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
-
-        def one_pass(stage: str = stage, loader: DataLoader = loader) -> None:
-            with torch.no_grad():  # as the Trainer's evaluation loop (inference_mode=false)
-                for batch in loader:
-                    model._evaluate(move_data_to_device(batch, device), stage)
-                for group in GROUPS:
-                    for metric in model.eval_metrics[stage][group].values():
-                        metric.compute()
-                        metric.reset()
-
-        times = [timed(device, one_pass)[0] for _ in range(args.warmup + args.repeats)]
-        runs[stage] = times[args.warmup :]
-    return runs
 
 
 # ------------------------------------------------------------------------------ report
@@ -467,6 +494,7 @@ def summarize(args, dm, source, setup, train, epochs, bound, evaluation, rows) -
         "batched_over_reference_compute": med["reference"] / med["framework"],
         "data_share_of_framework_step": med["data"] / end_to_end["framework"],
         "trainer_epoch_seconds": epoch_s,
+        "trainer_users_per_second": users / epoch_s,
         "lower_bound_rows": len(rows),
         "lower_bound_bytes": len(rows) * args.dim * 4,
         "lower_bound_seconds": bound_s,
@@ -477,6 +505,12 @@ def summarize(args, dm, source, setup, train, epochs, bound, evaluation, rows) -
         "peak_rss_after_setup_bytes": setup["rss"],
         "peak_cuda_bytes": cuda_peak,
         "peak_memory_bytes": cuda_peak if cuda_peak is not None else rss,
+        "raw_seconds": {
+            "steps_per_epoch": train["runs"],
+            "trainer_epochs": epochs,
+            "lower_bound": bound,
+            "eval": evaluation,
+        },
     }
 
 
@@ -535,21 +569,32 @@ def print_table(r: dict) -> None:
     )
 
 
+def progress(start: float, message: str) -> None:
+    """A phase's start on stderr, so that a long run shows where it is."""
+    print(f"[{time.perf_counter() - start:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     quiet_known_warnings()
     device = torch.device(args.device)
     start = time.perf_counter()
+    progress(start, "generating the population and setting up the data module")
     dm, model, source = build(args)
     setup = {"seconds": time.perf_counter() - start - source.load_seconds, "rss": peak_rss_bytes()}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     models = {name: copy.deepcopy(model).to(device) for name in ENGINES}
+    progress(start, "meta-training steps: framework, per-user, reference (interleaved)")
     train = bench_meta_training(dm, models, args)
+    progress(start, "lower bound")
     rows = episode_rows(dm, dm.train_dataloader(), train["users"])
     bound = lower_bound(dm, model, rows, args)
+    progress(start, "Trainer.validate and Trainer.test")
     evaluation = bench_evaluation(copy.deepcopy(model), dm, args)
-    epochs = bench_trainer_epochs(copy.deepcopy(model), dm, args)  # last: it attaches a Trainer
+    progress(start, "Trainer.fit epochs")
+    epochs = bench_trainer_epochs(copy.deepcopy(model), dm, args)
+    progress(start, "done")
     result = summarize(args, dm, source, setup, train, epochs, bound, evaluation, rows)
     print_table(result)
     if args.json is not None:

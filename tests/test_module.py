@@ -41,9 +41,10 @@ def test_an_optimizer_step_changes_the_meta_parameters(datamodule):
 
 
 def eval_accuracies(model, datamodule):
-    for batch in datamodule.val_dataloader():
-        model._evaluate(batch, "val")
-    metrics = model.eval_metrics["val"]["all"]
+    model.log = lambda *args, **kwargs: None  # no Trainer here
+    for batch in datamodule.test_dataloader():
+        model.test_step(batch, 0)
+    metrics = model.test_metrics["all"]
     return metrics["user_acc"].compute(), metrics["user_acc_w0"].compute()
 
 
@@ -64,7 +65,7 @@ def test_evaluation_under_inference_mode_explains_the_fix(datamodule):
     model = MetaRewardModel(embedding_dim=6)
     batch = next(iter(datamodule.val_dataloader()))
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode=false"):
-        model._evaluate(batch, "val")
+        model.validation_step(batch, 0)
 
 
 @pytest.mark.parametrize(
@@ -79,3 +80,27 @@ def test_evaluation_under_inference_mode_explains_the_fix(datamodule):
 def test_bad_model_settings_name_the_setting(bad, match):
     with pytest.raises(ValueError, match=match):
         MetaRewardModel(embedding_dim=6, **bad)
+
+
+def test_validation_scores_every_adaptation_strength_and_keeps_the_best(datamodule):
+    torch.manual_seed(0)
+    model = MetaRewardModel(
+        embedding_dim=6,
+        combination="linear",
+        inner_steps=3,
+        inner_lr=5.0,
+        adaptation_lr_scales=(0.0, 1.0),
+    )
+    logged = {}
+    model.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))
+    for batch in datamodule.val_dataloader():
+        model.validation_step(batch, 0)
+    no_adaptation = float(model.val_metrics["all"]["user_acc_0"].compute())
+    full = float(model.val_metrics["all"]["user_acc_1"].compute())
+    assert no_adaptation == float(model.val_metrics["all"]["user_acc_w0"].compute())
+    model.on_validation_epoch_end()
+    best = max(no_adaptation, full)
+    assert logged["val/user_acc"] == pytest.approx(best)
+    assert float(model.selected_lr_scale) == (1.0 if full > no_adaptation else 0.0)
+    assert model.selection_accuracy.tolist() == pytest.approx([no_adaptation, full])
+    assert not model.val_metrics["all"]["user_acc_0"].update_called  # reset for the next epoch

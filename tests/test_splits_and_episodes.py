@@ -230,3 +230,17 @@ def test_a_process_with_no_evaluation_user_yields_one_empty_batch():
     assert len(batches) == 1
     assert batches[0]["support_chosen"].shape == (0, 0, 4)
     assert batches[0]["user"].shape == (0,) and batches[0]["is_seen"].dtype == torch.bool
+
+
+def test_support_sizes_drawn_from_a_range_cover_it_and_are_seeded():
+    data = shared_unit_data(pairs_per_user=30, units_per_user=30)  # one pair per unit
+
+    def sizes(seed):
+        tasks = MetaTrainBatches(
+            data, train_pairs_of(data), torch.arange(12), 3, 8, None, seed, support_size_min=1
+        )
+        return [int(b["support_mask"][u].sum()) for b in tasks for u in range(3)]
+
+    drawn = sizes(0)
+    assert min(drawn) >= 1 and max(drawn) <= 8 and len(set(drawn)) > 3
+    assert drawn == sizes(0) and drawn != sizes(1)

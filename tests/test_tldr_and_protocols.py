@@ -459,7 +459,7 @@ def test_data_module_with_the_given_split(monkeypatch):
     assert len(dm.pairs_by_split[TRAIN][seen]) + len(dm.pairs_by_split[VAL][seen]) == 12
     assert len(dm.pairs_by_split[TRAIN][unseen]) <= 4
     assert len(lines) == 1
-    assert lines[0].startswith("4 users: 1 seen, 1 unseen, 2 removed (")
+    assert lines[0].startswith("4 users: 1 seen, 1 unseen, 0 validation, 2 removed (")
     assert "1 users with no pair in the test units" in lines[0]  # u1: train only
     assert "1 users with no pair in the training units" in lines[0]  # u2: test only
     batch = next(iter(dm.train_dataloader()))

@@ -8,7 +8,7 @@ from mrm_lightning import EpisodicDataModule, MetaRewardModel, SyntheticPopulati
 from mrm_lightning.baselines import evaluate_linear_reward, fit_global_reward, user_level_accuracy
 from mrm_lightning.maml import pair_margins
 from mrm_lightning.report import adaptation_gain
-from mrm_lightning.splits import TRAIN, VAL
+from mrm_lightning.splits import TRAIN
 from mrm_lightning.warm_start import standardizing_scale, warm_start_rows
 
 
@@ -44,7 +44,7 @@ def fitted(scale_inputs: float = 1.0, **model_args):
 
 
 def prior_val_accuracy(dm, model) -> float:
-    val = dm.pairs(VAL, dm.eval_users(VAL))
+    val = dm.validation_pairs()
     with torch.no_grad():
         chosen = model.base_rewards(val.embeddings[val.chosen])[None]
         rejected = model.base_rewards(val.embeddings[val.rejected])[None]
@@ -56,9 +56,9 @@ def test_the_warm_started_prior_is_the_global_model_on_validation_users():
     for scale in (1.0, 300.0):  # the same answer whatever the embeddings' magnitude
         dm, model = fitted(scale_inputs=scale)
         direction, _ = fit_global_reward(
-            dm.pairs(TRAIN, dm.meta_train_users), dm.pairs(VAL, dm.eval_users(VAL))
+            dm.pairs(TRAIN, dm.meta_train_users), dm.validation_pairs()
         )
-        global_acc, _ = evaluate_linear_reward(direction, dm.pairs(VAL, dm.eval_users(VAL)))
+        global_acc, _ = evaluate_linear_reward(direction, dm.validation_pairs())
         assert prior_val_accuracy(dm, model) >= global_acc - 1e-9
         assert (
             abs(

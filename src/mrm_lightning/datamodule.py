@@ -26,6 +26,9 @@ class EpisodicDataModule(LightningDataModule):
             times the number of processes).
         support_size: support pairs per training episode, a count or a fraction of the user's
             training pairs. Match it to what users have at evaluation (see the method notes).
+        support_size_min: when set, each episode's support size is drawn uniformly between
+            this and ``support_size`` (counts), matching the range of training pairs users
+            have when adapted (from 1 pair up to the unseen users' budget).
         query_size: query pairs per episode (count or fraction); None uses all the rest.
         eval_users_per_batch: users adapted together during validation and test.
         unseen_fraction: share of users held out of meta-training entirely.
@@ -40,6 +43,11 @@ class EpisodicDataModule(LightningDataModule):
         use_given_split: keep the source's own train / test labels (the paper's TL;DR protocol:
             a worker's train-split pairs train, its validation-split pairs test); validation
             pairs are then carved from the training side.
+        validation_users: share of the seen users held out of meta-training as validation
+            users: adapted from their training pairs (capped like unseen users') and scored
+            on all their held-out pairs, exactly as new users are. Checkpoints and the
+            adaptation strength are chosen on them. 0 validates on every user's validation
+            pairs instead.
         users_without_train_pairs: an evaluated user left with no training pair (every unit it
             has is larger than its cap): ``exclude`` leaves it out of every row of the report,
             ``prior`` scores it with no adaptation (w0) in MRM's row; every method and baseline
@@ -52,6 +60,7 @@ class EpisodicDataModule(LightningDataModule):
         source: PreferenceSource = lazy_instance(SyntheticPopulation),
         users_per_batch: int = 16,
         support_size: Size = 20,
+        support_size_min: int | None = None,
         query_size: Size | None = None,
         eval_users_per_batch: int = 128,
         unseen_fraction: float = 0.5,
@@ -62,10 +71,19 @@ class EpisodicDataModule(LightningDataModule):
         min_pairs_per_user: int = 10,
         min_units_per_user: int = 1,
         use_given_split: bool = False,
+        validation_users: float = 0.0,
         users_without_train_pairs: Literal["exclude", "prior"] = "exclude",
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if support_size_min is not None and not (
+            isinstance(support_size, int) and 0 <= support_size_min <= support_size
+        ):
+            raise ValueError(
+                f"data.support_size_min={support_size_min} needs a count data.support_size at "
+                f"least as large, got {support_size}"
+            )
+        self.support_size_min = support_size_min
         if users_per_batch < 1 or eval_users_per_batch < 1:
             raise ValueError("users_per_batch and eval_users_per_batch must be >= 1")
         if not 0.0 <= val_fraction < 1.0 or not 0.0 < test_fraction < 1.0:
@@ -97,6 +115,7 @@ class EpisodicDataModule(LightningDataModule):
             min_pairs_per_user=min_pairs_per_user,
             min_units_per_user=min_units_per_user,
             use_given_split=use_given_split,
+            validation_user_fraction=validation_users,
             seed=seed,
         )
         self.seed = seed
@@ -122,13 +141,18 @@ class EpisodicDataModule(LightningDataModule):
         data = self.source.load().validate(origin=type(self.source).__name__)
         split = split_pairs(data, **self.split_settings)
         self.data, self.split = data, split
-        users = torch.cat([split.seen_users, split.unseen_users])
+        users = torch.cat([split.seen_users, split.unseen_users, split.validation_users])
         for part in (TRAIN, VAL, TEST):
             rows = (split.pair_split == part).nonzero().flatten()
             by_user = rows[torch.argsort(data.user[rows], stable=True)]
             counts = torch.bincount(data.user[by_user], minlength=data.num_users)
             chunks = torch.split(by_user, counts.tolist())
             self.pairs_by_split[part] = {int(u): chunks[u] for u in users}
+        # validation users are scored on everything held out of their training pairs
+        self.validation_queries = {
+            int(u): torch.cat([self.pairs_by_split[VAL][int(u)], self.pairs_by_split[TEST][int(u)]])
+            for u in split.validation_users
+        }
         train = self.pairs_by_split[TRAIN]
         self.meta_train_users = torch.tensor(
             [u for u in split.seen_users.tolist() if can_make_episode(data.unit[train[u]])],
@@ -138,7 +162,8 @@ class EpisodicDataModule(LightningDataModule):
         seen_only_evaluated = len(split.seen_users) - len(self.meta_train_users)
         rank_zero_info(
             f"{data.num_users} users: {len(split.seen_users)} seen, {len(split.unseen_users)} "
-            f"unseen, {len(split.dropped_users)} removed ({split.describe()}); pairs "
+            f"unseen, {len(split.validation_users)} validation, {len(split.dropped_users)} "
+            f"removed ({split.describe()}); pairs "
             "train/val/test/unused = "
             + "/".join(str(int((split.pair_split == p).sum())) for p in (TRAIN, VAL, TEST, UNUSED))
             + f" (units on one side for all users; {split.leak_guard_pairs} pairs unused for "
@@ -195,19 +220,45 @@ class EpisodicDataModule(LightningDataModule):
             )
 
     # ------------------------------------------------------------- evaluation
+    @property
+    def has_validation_users(self) -> bool:
+        return self.split is not None and len(self.split.validation_users) > 0
+
+    def held_out(self, part: int) -> dict[int, Tensor]:
+        """User -> held-out pairs scored for ``part``: TEST pairs of seen and unseen users;
+        for VAL, the validation users' held-out pairs, or every user's VAL pairs without any."""
+        assert self.split is not None
+        if part == VAL and self.has_validation_users:
+            return self.validation_queries
+        scored = set(torch.cat([self.split.seen_users, self.split.unseen_users]).tolist())
+        return {u: rows for u, rows in self.pairs_by_split[part].items() if u in scored}
+
     def eval_users(self, part: int) -> list[int]:
         """The users scored on ``part`` (VAL or TEST): the same list for MRM and every
         baseline. A user needs a held-out pair there, and a training pair unless
         ``users_without_train_pairs`` is ``prior``."""
-        assert self.split is not None
-        held_out, train = self.pairs_by_split[part], self.pairs_by_split[TRAIN]
+        train = self.pairs_by_split[TRAIN]
         prior = self.users_without_train_pairs == "prior"
-        return sorted(u for u, pairs in held_out.items() if len(pairs) and (prior or len(train[u])))
+        return sorted(
+            u for u, pairs in self.held_out(part).items() if len(pairs) and (prior or len(train[u]))
+        )
 
     def users_without_training(self, part: int) -> int:
         """How many users with held-out pairs in ``part`` have no training pair."""
-        held_out, train = self.pairs_by_split[part], self.pairs_by_split[TRAIN]
-        return sum(1 for u, pairs in held_out.items() if len(pairs) and not len(train[u]))
+        train = self.pairs_by_split[TRAIN]
+        return sum(
+            1 for u, pairs in self.held_out(part).items() if len(pairs) and not len(train[u])
+        )
+
+    def validation_pairs(self) -> PreferenceData:
+        """The pairs validation scores (of :meth:`eval_users` ``(VAL)``), for baselines."""
+        assert self.data is not None
+        held_out = self.held_out(VAL)
+        users = self.eval_users(VAL)
+        rows = (
+            torch.cat([held_out[u] for u in users]) if users else torch.empty(0, dtype=torch.long)
+        )
+        return self.data.subset(rows)
 
     # ----------------------------------------------------------- dataloaders
     def _rank_world(self) -> tuple[int, int]:
@@ -229,6 +280,7 @@ class EpisodicDataModule(LightningDataModule):
             epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
             rank=rank,
             world_size=world,
+            support_size_min=self.support_size_min,
         )
         if len(tasks) == 0:
             raise ValueError(
@@ -243,7 +295,7 @@ class EpisodicDataModule(LightningDataModule):
         users = EvalBatches(
             self.data,
             self.pairs_by_split[TRAIN],
-            self.pairs_by_split[held_out],
+            self.held_out(held_out),
             self.eval_users(held_out),
             self.split.seen_users,
             self.eval_users_per_batch,

@@ -107,7 +107,9 @@ class MetaTrainBatches(IterableDataset):
     Every epoch shuffles the seen users with ``(seed, epoch)``; process ``rank`` of ``world``
     takes its own disjoint slice of each global meta-batch, so under DDP the processes see
     different users and the global meta-batch holds ``users_per_batch * world`` users. A
-    user's episode depends only on ``(seed, epoch, user)``.
+    user's episode depends only on ``(seed, epoch, user)``. With ``support_size_min``, each
+    episode's support size is drawn uniformly from ``[support_size_min, support_size]``, so
+    meta-training sees the range of sizes users have when they are adapted.
     """
 
     def __init__(
@@ -122,8 +124,10 @@ class MetaTrainBatches(IterableDataset):
         epoch: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
+        support_size_min: int | None = None,
     ) -> None:
         self.data, self.train_pairs, self.users = data, train_pairs, users
+        self.support_size_min = support_size_min
         self.users_per_batch, self.support_size, self.query_size = (
             users_per_batch,
             support_size,
@@ -136,12 +140,11 @@ class MetaTrainBatches(IterableDataset):
 
     def episode(self, user: int, epoch: int) -> tuple[Tensor, Tensor]:
         pairs = self.train_pairs[user]
-        support, query = sample_support_query(
-            self.data.unit[pairs],
-            self.support_size,
-            self.query_size,
-            _seeded(self.seed, epoch, user),
-        )
+        gen = _seeded(self.seed, epoch, user)
+        size = self.support_size
+        if self.support_size_min is not None:
+            size = int(torch.randint(self.support_size_min, int(size) + 1, (), generator=gen))
+        support, query = sample_support_query(self.data.unit[pairs], size, self.query_size, gen)
         return pairs[support], pairs[query]
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:

@@ -45,6 +45,7 @@ def adapt(
     optimizer: InnerOptimizer = "sgd",
     first_order: bool = False,
     combination: Combination = "softmax",
+    proximal: float = 0.0,
 ) -> Tensor:
     """Adapt w0 to each user's support pairs with a few differentiable steps.
 
@@ -60,13 +61,15 @@ def adapt(
         first_order: if True, inner gradients are treated as constants (FOMAML): cheaper, and
             the base functions then receive no gradient through the inner loop.
         combination: how weights mix the base rewards.
+        proximal: strength of a pull back towards w0: each user's inner loss gets
+            ``proximal / 2 * |w - w0|^2``, so more steps cannot carry a user far from the prior.
 
     Returns:
         ``[B, K]`` adapted weights, differentiable w.r.t. w0 (and, second-order, the base rewards).
     """
     batch = chosen_base.shape[0]
-    weights = w0.expand(batch, -1)  # a "clone" per user that keeps the path back to w0
-    if steps == 0:
+    weights = anchor = w0.expand(batch, -1)  # a "clone" per user that keeps the path to w0
+    if steps == 0 or lr == 0:
         return weights
     if not weights.requires_grad:  # e.g. w0 frozen at inference: adapt a detached copy
         weights = weights.detach().requires_grad_(True)
@@ -75,6 +78,8 @@ def adapt(
         margins = pair_margins(weights, chosen_base, rejected_base, combination)
         # sum over users: each row of `weights` only sees its own user's loss (see module doc).
         loss = bradley_terry_loss(margins, mask).sum()
+        if proximal:
+            loss = loss + 0.5 * proximal * (weights - anchor).square().sum()
         (grad,) = torch.autograd.grad(loss, weights, create_graph=not first_order)
         if optimizer == "sgd":
             update = grad

@@ -18,7 +18,8 @@ from .losses import bradley_terry_loss
 from .maml import InnerOptimizer, adapt, pair_margins
 from .metrics import UserAccuracy
 from .schedule import warmup_cosine
-from .splits import TRAIN, VAL
+from .selection import select_adaptation
+from .splits import TRAIN
 from .warm_start import standardizing_scale, warm_start_rows
 
 GROUPS = ("seen", "unseen", "all")
@@ -59,6 +60,12 @@ class MetaRewardModel(LightningModule):
             users' training pairs (L2 chosen on validation pairs) and start the base functions
             so that the prior w0 IS that model (linear base functions only).
         fit_sample_pairs: at most this many training pairs (a seeded sample) for the two fits.
+        inner_proximal: pulls adapted weights back towards w0 (``proximal / 2 * |w - w0|^2``
+            in each user's inner loss), in meta-training and evaluation alike.
+        adaptation_lr_scales: at each validation, users are adapted with ``inner_lr`` times
+            each of these (0: no adaptation, the prior w0); the best on validation is kept
+            with the checkpoint and used for test and scoring. Include 0 so that MRM can
+            always fall back to its prior.
     """
 
     def __init__(
@@ -78,6 +85,8 @@ class MetaRewardModel(LightningModule):
         standardize_inputs: bool = True,
         warm_start: bool = True,
         fit_sample_pairs: int = 100_000,
+        inner_proximal: float = 0.0,
+        adaptation_lr_scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0),
     ) -> None:
         super().__init__()
         if inner_steps < 0:
@@ -92,6 +101,12 @@ class MetaRewardModel(LightningModule):
             raise ValueError(
                 f"model.inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}"
             )
+        if not adaptation_lr_scales or min(adaptation_lr_scales) < 0:
+            raise ValueError(
+                f"model.adaptation_lr_scales must be non-empty and >= 0, got {adaptation_lr_scales}"
+            )
+        if inner_proximal < 0:
+            raise ValueError(f"model.inner_proximal must be >= 0, got {inner_proximal}")
         self.save_hyperparameters(ignore=["optimizer"])
         self.base_rewards = BaseRewardFunctions(
             embedding_dim, num_base_rewards, hidden_dim, input_scale
@@ -106,24 +121,32 @@ class MetaRewardModel(LightningModule):
         #: per group, every test user's (adapted, w0) accuracy, kept for the end-of-run report
         self.test_user_accuracy: dict[str, tuple[Tensor, Tensor]] = {}
         self.train_accuracy = UserAccuracy()
-        self.eval_metrics = nn.ModuleDict(
-            {
-                stage: nn.ModuleDict(
-                    {
-                        group: nn.ModuleDict(
-                            {
-                                "user_acc": UserAccuracy(),
-                                "user_acc_w0": UserAccuracy(),
-                                "oracle_acc": UserAccuracy(),
-                                "bt_loss": MeanMetric(),
-                            }
-                        )
-                        for group in GROUPS
-                    }
-                )
-                for stage in EVAL_STAGES
-            }
+        scales = range(len(adaptation_lr_scales))
+
+        def group_metrics(names: list[str]) -> nn.ModuleDict:
+            return nn.ModuleDict(
+                {
+                    group: nn.ModuleDict(
+                        {
+                            n: MeanMetric() if n.startswith("bt_loss") else UserAccuracy()
+                            for n in names
+                        }
+                    )
+                    for group in GROUPS
+                }
+            )
+
+        self.test_metrics = group_metrics(["user_acc", "user_acc_w0", "oracle_acc", "bt_loss"])
+        self.val_metrics = group_metrics(  # one accuracy and loss per candidate strength
+            [f"user_acc_{i}" for i in scales]
+            + [f"bt_loss_{i}" for i in scales]
+            + ["user_acc_w0", "oracle_acc"]
         )
+        # the adaptation strength chosen on validation, saved in every checkpoint
+        self.register_buffer("selected_lr_scale", torch.tensor(1.0))
+        self.register_buffer("selection_accuracy", torch.full((len(scales),), float("nan")))
+        #: whether validation scores held-out validation users (set from the data module)
+        self.validates_on_held_out_users = False
 
     # ------------------------------------------------------------ from the data
     def setup(self, stage: str) -> None:
@@ -133,8 +156,10 @@ class MetaRewardModel(LightningModule):
         them from the checkpoint.
         """
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        if stage == "fit" and hasattr(datamodule, "meta_train_users"):
+        if hasattr(datamodule, "has_validation_users"):
             datamodule.setup(stage)
+            self.validates_on_held_out_users = datamodule.has_validation_users
+        if stage == "fit" and hasattr(datamodule, "meta_train_users"):
             self.fit_to_data(datamodule)
 
     def fit_to_data(self, datamodule) -> None:
@@ -151,7 +176,7 @@ class MetaRewardModel(LightningModule):
             differences = train.embeddings[train.chosen] - train.embeddings[train.rejected]
             self.base_rewards.fitted_scale.fill_(standardizing_scale(differences))
         if hp.warm_start and hp.hidden_dim == 0:
-            val = datamodule.pairs(VAL, datamodule.eval_users(VAL))
+            val = datamodule.validation_pairs()
             direction, _ = fit_global_reward(train, val)  # on raw embeddings: undo the scale
             layer = self.base_rewards.net
             with torch.no_grad():
@@ -160,29 +185,43 @@ class MetaRewardModel(LightningModule):
                 )
 
     # -------------------------------------------------------------- the method
-    def adapt_users(self, batch: dict[str, Tensor], *, first_order: bool | None = None) -> Tensor:
-        """Adapted weights ``[B, K]`` of the batch's users from their support pairs."""
+    def base_pairs(self, batch: dict[str, Tensor], prefix: str) -> tuple[Tensor, Tensor]:
+        """Base rewards ``[B, P, K]`` of the chosen and rejected responses of ``prefix`` pairs."""
+        return (
+            self.base_rewards(batch[f"{prefix}_chosen"]),
+            self.base_rewards(batch[f"{prefix}_rejected"]),
+        )
+
+    def adapt_users(
+        self,
+        batch: dict[str, Tensor],
+        *,
+        first_order: bool | None = None,
+        lr_scale: float = 1.0,
+        support: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """Adapted weights ``[B, K]`` of the batch's users from their support pairs, with the
+        inner learning rate times ``lr_scale`` (0: no adaptation); ``support`` may give the
+        support pairs' base rewards already computed."""
         hp = self.hparams
         return adapt(
             self.w0,
-            self.base_rewards(batch["support_chosen"]),
-            self.base_rewards(batch["support_rejected"]),
+            *(self.base_pairs(batch, "support") if support is None else support),
             batch["support_mask"],
             steps=hp.inner_steps,
-            lr=hp.inner_lr,
+            lr=hp.inner_lr * lr_scale,
             optimizer=hp.inner_optimizer,
             first_order=hp.first_order if first_order is None else first_order,
             combination=hp.combination,
+            proximal=hp.inner_proximal,
         )
 
-    def query_margins(self, weights: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    def query_margins(
+        self, weights: Tensor, batch: dict[str, Tensor], query: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
         """``[B, Q]`` reward margins of the query pairs under per-user ``weights``."""
-        return pair_margins(
-            weights,
-            self.base_rewards(batch["query_chosen"]),
-            self.base_rewards(batch["query_rejected"]),
-            self.hparams.combination,
-        )
+        chosen, rejected = self.base_pairs(batch, "query") if query is None else query
+        return pair_margins(weights, chosen, rejected, self.hparams.combination)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         weights = self.adapt_users(batch)
@@ -209,32 +248,98 @@ class MetaRewardModel(LightningModule):
         return objective
 
     # ------------------------------------------------------------- evaluation
-    def _evaluate(self, batch: dict[str, Tensor], stage: str) -> None:
+    def _adapt_for_evaluation(
+        self, batch: dict[str, Tensor], lr_scale: float, support: tuple[Tensor, Tensor]
+    ) -> Tensor:
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "MRM adapts users during evaluation, which needs gradients: "
                 "set trainer.inference_mode=false"
             )
         with torch.enable_grad():  # evaluation runs under no_grad; adaptation needs autograd
-            weights = self.adapt_users(batch, first_order=True).detach()
+            weights = self.adapt_users(batch, first_order=True, lr_scale=lr_scale, support=support)
+        return weights.detach()
+
+    def _groups(self, batch: dict[str, Tensor], stage: str):
+        is_seen = batch["is_seen"]
+        rows = {"seen": is_seen, "unseen": ~is_seen, "all": torch.ones_like(is_seen)}
+        return [(group, rows[group]) for group in self.stage_groups(stage)]
+
+    def stage_groups(self, stage: str) -> tuple[str, ...]:
+        """Groups scored at ``stage``: validation users are one group (``val/...``)."""
+        return ("all",) if stage == "val" and self.validates_on_held_out_users else GROUPS
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Score every candidate adaptation strength; the best is chosen at the epoch's end."""
+        mask, oracle = batch["query_mask"], batch.get("query_oracle_margin")
+        with torch.no_grad():  # the base functions once; each candidate is K-dimensional work
+            support, query = self.base_pairs(batch, "support"), self.base_pairs(batch, "query")
+            margins_w0 = self.query_margins(self.w0.expand(len(mask), -1), batch, query)
+        candidates = []
+        for scale in self.hparams.adaptation_lr_scales:
+            weights = self._adapt_for_evaluation(batch, scale, support)
+            with torch.no_grad():
+                candidates.append(self.query_margins(weights, batch, query))
+        for group, rows in self._groups(batch, "val"):
+            metrics = self.val_metrics[group]
+            for index, margins in enumerate(candidates):
+                metrics[f"user_acc_{index}"].update(margins[rows], mask[rows])
+                metrics[f"bt_loss_{index}"].update(bradley_terry_loss(margins, mask)[rows])
+            metrics["user_acc_w0"].update(margins_w0[rows], mask[rows])
+            if oracle is not None:
+                metrics["oracle_acc"].update(oracle[rows], mask[rows])
+
+    def on_validation_epoch_end(self) -> None:
+        """Pick the adaptation strength on validation users, log the picked one's metrics, and
+        keep the choice in the module's buffers (so the checkpoint saved now carries it)."""
+        scales = self.hparams.adaptation_lr_scales
+        results = {}
+        for group in self.stage_groups("val"):
+            metrics = self.val_metrics[group]  # compute() gathers across processes
+            accuracy = [float(metrics[f"user_acc_{i}"].compute()) for i in range(len(scales))]
+            results[group] = accuracy
+        best = select_adaptation(results["all"], scales)
+        self.selected_lr_scale.fill_(scales[best])
+        self.selection_accuracy.copy_(torch.tensor(results["all"]))
+        self.log("val/selected_lr_scale", self.selected_lr_scale.clone())
+        for group in self.stage_groups("val"):
+            metrics, prefix = self.val_metrics[group], metric_prefix("val", group)
+            adapted = metrics[f"user_acc_{best}"].per_user_values()
+            before = metrics["user_acc_w0"].per_user_values()
+            values = {
+                "user_acc": torch.tensor(results[group][best]),
+                "user_acc_w0": metrics["user_acc_w0"].compute(),
+                "bt_loss": metrics[f"bt_loss_{best}"].compute(),
+            }
+            if metrics["oracle_acc"].update_called:
+                values["oracle_acc"] = metrics["oracle_acc"].compute()
+            if len(adapted):
+                values["adapt_gain"] = (adapted - before).mean()
+            for name, value in values.items():  # already gathered: the same on every process
+                self.log(f"{prefix}/{name}", value.float())
+            self._histograms(prefix, adapted, before)
+            for metric in metrics.values():
+                metric.reset()
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Adapt with the strength chosen on validation; score seen and unseen users."""
         with torch.no_grad():
-            margins = self.query_margins(weights, batch)
-            margins_w0 = self.query_margins(self.w0.expand_as(weights), batch)
-        mask, is_seen = batch["query_mask"], batch["is_seen"]
+            support, query = self.base_pairs(batch, "support"), self.base_pairs(batch, "query")
+        weights = self._adapt_for_evaluation(batch, float(self.selected_lr_scale), support)
+        with torch.no_grad():
+            margins = self.query_margins(weights, batch, query)
+            margins_w0 = self.query_margins(self.w0.expand_as(weights), batch, query)
+        mask = batch["query_mask"]
         losses = bradley_terry_loss(margins, mask)
         oracle = batch.get("query_oracle_margin")
-        for group, rows in (
-            ("seen", is_seen),
-            ("unseen", ~is_seen),
-            ("all", torch.ones_like(is_seen)),
-        ):
-            metrics = self.eval_metrics[stage][group]
+        for group, rows in self._groups(batch, "test"):
+            metrics = self.test_metrics[group]
             metrics["user_acc"].update(margins[rows], mask[rows])
             metrics["user_acc_w0"].update(margins_w0[rows], mask[rows])
             metrics["bt_loss"].update(losses[rows])
             if oracle is not None:
                 metrics["oracle_acc"].update(oracle[rows], mask[rows])
-            prefix = metric_prefix(stage, group)
+            prefix = metric_prefix("test", group)
             for name, metric in metrics.items():
                 if name != "oracle_acc" or oracle is not None:
                     self.log(
@@ -245,40 +350,30 @@ class MetaRewardModel(LightningModule):
                         batch_size=len(losses),
                     )
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def _log_user_distributions(self, stage: str) -> None:
-        """Per-user accuracy and adaptation gain histograms (gathered over processes)."""
+    def on_test_epoch_end(self) -> None:
         for group in ("seen", "unseen"):
-            metrics = self.eval_metrics[stage][group]
+            metrics = self.test_metrics[group]
             adapted = metrics["user_acc"].per_user_values()  # collective under DDP: all ranks
             before = metrics["user_acc_w0"].per_user_values()
-            if stage == "test":  # the same users in the same order: paired per user
-                self.test_user_accuracy[group] = (adapted, before)
-            prefix = metric_prefix(stage, group)
+            self.test_user_accuracy[group] = (adapted, before)  # paired per user, for the report
+            prefix = metric_prefix("test", group)
             if len(adapted):
                 # already gathered from every process, so the same value everywhere
                 self.log(f"{prefix}/adapt_gain", (adapted - before).mean(), sync_dist=True)
-            if (
-                isinstance(self.logger, TensorBoardLogger)
-                and self.trainer.is_global_zero
-                and len(adapted)
-            ):
-                writer = self.logger.experiment
-                writer.add_histogram(f"{prefix}/per_user_acc", adapted, self.global_step)
-                writer.add_histogram(
-                    f"{prefix}/per_user_adapt_gain", adapted - before, self.global_step
-                )
+            self._histograms(prefix, adapted, before)
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_user_distributions("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_user_distributions("test")
+    def _histograms(self, prefix: str, adapted: Tensor, before: Tensor) -> None:
+        """Per-user accuracy and adaptation gain (gathered over processes) to TensorBoard."""
+        if (
+            isinstance(self.logger, TensorBoardLogger)
+            and self.trainer.is_global_zero
+            and len(adapted)
+        ):
+            writer = self.logger.experiment
+            writer.add_histogram(f"{prefix}/per_user_acc", adapted, self.global_step)
+            writer.add_histogram(
+                f"{prefix}/per_user_adapt_gain", adapted - before, self.global_step
+            )
 
     # ------------------------------------------------------------- optimizers
     def configure_optimizers(self):

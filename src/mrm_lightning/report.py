@@ -11,7 +11,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from .baselines import evaluate_linear_reward, fit_global_reward
-from .splits import TEST, TRAIN, VAL
+from .splits import TEST, TRAIN
 
 COLUMNS = (("seen", "test_seen"), ("unseen", "test_unseen"), ("overall", "test"))
 
@@ -69,7 +69,7 @@ class ResultsReport(Callback):
         if self.global_baseline and groups is not None:
             seen = datamodule.split.seen_users
             weights, l2 = fit_global_reward(
-                datamodule.pairs(TRAIN, seen), datamodule.pairs(VAL, datamodule.eval_users(VAL))
+                datamodule.pairs(TRAIN, seen), datamodule.validation_pairs()
             )
             # scored on exactly the users and test pairs MRM was scored on
             rows["global reward model"] = {
@@ -98,6 +98,9 @@ class ResultsReport(Callback):
         }
         if gains:
             self.results["adaptation_gain"] = gains
+        selected = selected_adaptation(pl_module)
+        if selected is not None:
+            self.results["selected_adaptation"] = selected
         gap = _gap_closed(rows, "unseen")
         if gap is not None:
             self.results["unseen_gap_closed"] = gap
@@ -106,6 +109,8 @@ class ResultsReport(Callback):
         print("\n" + format_table(rows))
         if groups is not None:
             print(_users_line(self.results))
+        if selected is not None:
+            print(_selection_line(selected))
         for col, gain in gains.items():
             print(
                 f"Adaptation gain on {col} users (adapted minus w0, per user): "
@@ -135,6 +140,58 @@ def adaptation_gain(adapted: Tensor, before: Tensor) -> dict[str, float]:
         "unchanged": share(gain == 0),
         "users": users,
     }
+
+
+def selected_adaptation(module) -> dict | None:
+    """The adaptation strength the tested checkpoint chose on validation, and why."""
+    scales = getattr(module.hparams, "adaptation_lr_scales", None)
+    if scales is None or not hasattr(module, "selected_lr_scale"):
+        return None
+    scale = float(module.selected_lr_scale)
+    selected = {
+        "lr_scale": scale,
+        "inner_lr": module.hparams.inner_lr * scale,
+        "inner_steps": module.hparams.inner_steps if scale else 0,
+        "inner_optimizer": module.hparams.inner_optimizer,
+        "inner_proximal": module.hparams.inner_proximal,
+        "validation_user_acc_by_lr_scale": {
+            str(s): float(a) for s, a in zip(scales, module.selection_accuracy.tolist())
+        },
+        "validated_on": "validation users"
+        if module.validates_on_held_out_users
+        else "validation pairs of every user",
+    }
+    selected["warning"] = _selection_warning(selected)
+    return selected
+
+
+def _selection_warning(selected: dict) -> str | None:
+    """Says when adaptation lowered validation accuracy (so MRM fell back towards its prior)."""
+    by_scale = {float(s): a for s, a in selected["validation_user_acc_by_lr_scale"].items()}
+    if 0.0 not in by_scale or all(a != a for a in by_scale.values()):  # NaN: nothing measured
+        return None
+    prior = by_scale[0.0]
+    adapted = [a for s, a in by_scale.items() if s > 0]
+    if adapted and max(adapted) < prior:
+        return (
+            f"every adaptation strength lowered validation accuracy (prior {prior:.3f}, best "
+            f"adapted {max(adapted):.3f}): MRM uses its prior w0, with no adaptation"
+        )
+    return None
+
+
+def _selection_line(selected: dict) -> str:
+    if selected["lr_scale"] == 0:
+        line = "Adaptation chosen on validation: none (the prior w0 for everybody)."
+    else:
+        line = (
+            f"Adaptation chosen on {selected['validated_on']}: {selected['inner_steps']} "
+            f"{selected['inner_optimizer']} steps at inner lr {selected['inner_lr']:g} "
+            f"({selected['lr_scale']:g} x model.inner_lr)."
+        )
+    if selected.get("warning"):
+        line += f"\nWarning: {selected['warning']}"
+    return line
 
 
 def evaluated_groups(datamodule) -> dict[str, list[int]]:

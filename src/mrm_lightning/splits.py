@@ -31,6 +31,9 @@ class SplitSummary:
     pair_split: Tensor  # [P] TRAIN / VAL / TEST / UNUSED (over a cap, a dropped user, a leak)
     dropped_reasons: Counter = field(default_factory=Counter)  # reason -> users
     leak_guard_pairs: int = 0  # pairs left unused because they shared a text across sides
+    #: held out of the seen users: never meta-trained, adapted and scored like unseen users,
+    #: for model and adaptation selection (their training pairs get the unseen cap)
+    validation_users: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
     def describe(self) -> str:
         parts = [f"{n} {reason}" for reason, n in sorted(self.dropped_reasons.items())]
@@ -126,14 +129,20 @@ def split_pairs(
     seed: int,
     min_units_per_user: int = 1,
     use_given_split: bool = False,
+    validation_user_fraction: float = 0.0,
 ) -> SplitSummary:
     """Units to sides for everybody, then eligible users into seen / unseen, then per-user caps.
 
     With ``use_given_split`` the source's own train / test labels decide the test units (the
     paper's TL;DR protocol); otherwise ``test_fraction`` of all units is held out. A user is kept
     when it has at least ``min_pairs_per_user`` pairs, ``min_units_per_user`` distinct units
-    (PRISM: conversations), and pairs on both the training and the test side.
+    (PRISM: conversations), and pairs on both the training and the test side. A
+    ``validation_user_fraction`` of the seen users become validation users instead.
     """
+    if not 0.0 <= validation_user_fraction < 1.0:
+        raise ValueError(
+            f"validation_user_fraction must be in [0, 1), got {validation_user_fraction}"
+        )
     if use_given_split and data.given_split is None:
         raise ValueError("data.use_given_split=true, but the source gives no train/test labels")
     gen = torch.Generator().manual_seed(seed)
@@ -175,9 +184,15 @@ def split_pairs(
     kept, dropped = eligible.nonzero().flatten(), (~eligible).nonzero().flatten()
     seen_pos, unseen_pos = split_users(len(kept), unseen_fraction, gen)
     seen, unseen = kept[seen_pos], kept[unseen_pos]
+    validation = torch.empty(0, dtype=torch.long)
+    if validation_user_fraction > 0:
+        seen_order = torch.randperm(len(seen), generator=gen)
+        num_validation = round(validation_user_fraction * len(seen))
+        validation = seen[seen_order[:num_validation]].sort().values
+        seen = seen[seen_order[num_validation:]].sort().values
     pair_split[~eligible[data.user]] = UNUSED
     is_seen = torch.zeros(data.num_users, dtype=torch.bool)
-    is_seen[seen] = True
+    is_seen[seen] = True  # validation users get the unseen cap: they stand in for new users
     train_rows = (pair_split == TRAIN).nonzero().flatten()
     train_rows = train_rows[torch.argsort(data.user[train_rows], stable=True)]
     counts = torch.bincount(data.user[train_rows], minlength=data.num_users)
@@ -187,4 +202,4 @@ def split_pairs(
         rows = chunks[user]
         if cap is not None and len(rows) > cap:
             pair_split[rows[~cap_train_pairs(data.unit[rows], cap, gen)]] = UNUSED
-    return SplitSummary(seen, unseen, dropped, pair_split, dropped_reasons, leaks)
+    return SplitSummary(seen, unseen, dropped, pair_split, dropped_reasons, leaks, validation)
