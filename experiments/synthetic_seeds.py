@@ -6,6 +6,9 @@ same way, e.g. the paper's softmax mixing against the default linear one:
 
     python experiments/synthetic_seeds.py --seeds 0 1 2
     python experiments/synthetic_seeds.py --seeds 0 1 2 --model.combination softmax
+    python experiments/synthetic_seeds.py --config configs/semisynthetic.yaml   # real texts
+
+Any config whose source takes a ``seed`` works (the synthetic and semi-synthetic populations).
 
 Model selection happens on validation pairs (the checkpoint with the best val/user_acc);
 the table shows that checkpoint's test accuracy.
@@ -24,10 +27,10 @@ from mrm_lightning.cli import fit_and_report
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_seed(seed: int, overrides: list[str], out: Path) -> dict:
+def run_seed(seed: int, config: str, overrides: list[str], out: Path) -> dict:
     return fit_and_report(
         [
-            "--config", str(REPO / "configs/synthetic.yaml"),
+            "--config", config,
             "--seed_everything", str(seed),
             "--data.seed", str(seed),
             "--data.source.init_args.seed", str(seed),
@@ -40,12 +43,13 @@ def run_seed(seed: int, overrides: list[str], out: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--config", default=str(REPO / "configs/synthetic.yaml"))
     args, overrides = parser.parse_known_args(argv)
     warnings.filterwarnings("ignore")
     runs = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
-            runs.append(run_seed(seed, overrides, Path(tmp)))
+            runs.append(run_seed(seed, args.config, overrides, Path(tmp)))
     rows = runs[0]["user_level_accuracy"]
     print(f"\n{len(runs)} seeds {args.seeds}; overrides: {' '.join(overrides) or 'none'}")
     print(f"{'user-level accuracy (test)':<28}{'seen':>15}{'unseen':>15}{'overall':>15}")
@@ -61,6 +65,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"unseen gap closed: {', '.join(f'{g:.2f}' for g in gaps)} (min {min(gaps):.2f})")
     vals = [run["val_user_acc"] for run in runs]
     print("val/user_acc of the selected checkpoints: " + ", ".join(f"{v:.3f}" for v in vals))
+    scales = [
+        run["selected_adaptation"]["lr_scale"] for run in runs if "selected_adaptation" in run
+    ]
+    print(f"adaptation chosen on validation (x inner_lr): {scales}")
+    for column in ("seen", "unseen"):
+        gains = [run["adaptation_gain"][column] for run in runs if "adaptation_gain" in run]
+        if gains:
+            print(
+                f"per-user adaptation gain, {column}: "
+                + ", ".join(f"{g['mean']:+.3f} (helped {g['helped']:.0%})" for g in gains)
+            )
 
 
 if __name__ == "__main__":

@@ -24,3 +24,19 @@ def test_nan_never_wins_unless_everything_is_nan():
 def test_mismatched_lists_are_refused():
     with pytest.raises(ValueError, match="one accuracy per"):
         select_adaptation([0.5], [0.0, 1.0])
+
+
+def test_clearly_better_by_hand():
+    import torch
+
+    from mrm_lightning.selection import clearly_better
+
+    reference = torch.tensor([0.5, 0.5, 0.5, 0.5])
+    # differences 0.1, 0.1, 0.1, 0.1: mean 0.1, sd 0 -> clearly better at any margin
+    assert clearly_better(reference + 0.1, reference, 2.0)
+    # differences +0.3, -0.1, +0.3, -0.1: mean 0.1, sd 0.2309, se 0.1155 -> 0.87 se
+    candidate = torch.tensor([0.8, 0.4, 0.8, 0.4])
+    assert clearly_better(candidate, reference, 0.8)
+    assert not clearly_better(candidate, reference, 1.0)
+    assert not clearly_better(reference - 0.1, reference, 0.0)  # worse is never better
+    assert not clearly_better(torch.empty(0), torch.empty(0), 1.0)

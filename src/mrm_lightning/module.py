@@ -18,7 +18,7 @@ from .losses import bradley_terry_loss
 from .maml import InnerOptimizer, adapt, pair_margins
 from .metrics import UserAccuracy
 from .schedule import warmup_cosine
-from .selection import select_adaptation
+from .selection import clearly_better, select_adaptation
 from .splits import TRAIN
 from .warm_start import standardizing_scale, warm_start_rows
 
@@ -62,6 +62,13 @@ class MetaRewardModel(LightningModule):
         fit_sample_pairs: at most this many training pairs (a seeded sample) for the two fits.
         inner_proximal: pulls adapted weights back towards w0 (``proximal / 2 * |w - w0|^2``
             in each user's inner loss), in meta-training and evaluation alike.
+        prior_pull: adds ``prior_pull * (|V - V_warm|^2 + |w0 - w0_warm|^2)`` to the
+            meta-objective, an L2 pull towards the warm start (the global model): with few seen
+            users it stops the base functions from fitting them at new users' expense.
+        warm_start_margin: the warm start (the global model, no adaptation) is a candidate at
+            every validation and is replaced only by a candidate that beats it on validation
+            users by more than this many standard errors (per user, paired): choosing among
+            many checkpoints and strengths on few validation pairs otherwise rewards luck.
         adaptation_lr_scales: at each validation, users are adapted with ``inner_lr`` times
             each of these (0: no adaptation, the prior w0); the best on validation is kept
             with the checkpoint and used for test and scoring. Include 0 so that MRM can
@@ -86,6 +93,8 @@ class MetaRewardModel(LightningModule):
         warm_start: bool = True,
         fit_sample_pairs: int = 100_000,
         inner_proximal: float = 0.0,
+        prior_pull: float = 0.0,
+        warm_start_margin: float = 1.0,
         adaptation_lr_scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0),
     ) -> None:
         super().__init__()
@@ -105,6 +114,8 @@ class MetaRewardModel(LightningModule):
             raise ValueError(
                 f"model.adaptation_lr_scales must be non-empty and >= 0, got {adaptation_lr_scales}"
             )
+        if prior_pull < 0:
+            raise ValueError(f"model.prior_pull must be >= 0, got {prior_pull}")
         if inner_proximal < 0:
             raise ValueError(f"model.inner_proximal must be >= 0, got {inner_proximal}")
         self.save_hyperparameters(ignore=["optimizer"])
@@ -137,14 +148,23 @@ class MetaRewardModel(LightningModule):
             )
 
         self.test_metrics = group_metrics(["user_acc", "user_acc_w0", "oracle_acc", "bt_loss"])
-        self.val_metrics = group_metrics(  # one accuracy and loss per candidate strength
-            [f"user_acc_{i}" for i in scales]
-            + [f"bt_loss_{i}" for i in scales]
+        candidates = range(len(adaptation_lr_scales) + 1)  # the last: the warm start itself
+        self.val_metrics = group_metrics(  # one accuracy and loss per candidate
+            [f"user_acc_{i}" for i in candidates]
+            + [f"bt_loss_{i}" for i in candidates]
             + ["user_acc_w0", "oracle_acc"]
         )
         # the adaptation strength chosen on validation, saved in every checkpoint
         self.register_buffer("selected_lr_scale", torch.tensor(1.0))
         self.register_buffer("selection_accuracy", torch.full((len(scales),), float("nan")))
+        # The warm start (the global model, before any meta-training) stays a candidate: where
+        # meta-training does not beat it on validation, it is what gets used, so MRM's prior
+        # is never below the global model on validation. Linear base functions only.
+        warm_shape = (num_base_rewards, embedding_dim) if hidden_dim == 0 else (0, 0)
+        self.register_buffer("warm_weight", torch.zeros(warm_shape))
+        self.register_buffer("warm_w0", torch.zeros(num_base_rewards))
+        self.register_buffer("has_warm_start", torch.tensor(False))
+        self.register_buffer("selected_warm_start", torch.tensor(False))
         #: whether validation scores held-out validation users (set from the data module)
         self.validates_on_held_out_users = False
 
@@ -183,6 +203,9 @@ class MetaRewardModel(LightningModule):
                 layer.weight.copy_(
                     warm_start_rows(layer.weight, direction / self.base_rewards.scale)
                 )
+                self.warm_weight.copy_(layer.weight)
+                self.warm_w0.copy_(self.w0)
+                self.has_warm_start.fill_(True)
 
     # -------------------------------------------------------------- the method
     def base_pairs(self, batch: dict[str, Tensor], prefix: str) -> tuple[Tensor, Tensor]:
@@ -229,6 +252,10 @@ class MetaRewardModel(LightningModule):
         losses = bradley_terry_loss(margins, batch["query_mask"])  # [B], one per user
         reducer = self.task_loss_reducer
         objective = losses.mean() if reducer is None else reducer(losses)
+        if self.hparams.prior_pull and self.has_warm_start:
+            pull = self.prior_pull_penalty()
+            objective = objective + self.hparams.prior_pull * pull
+            self.log("train/prior_pull", pull.detach(), batch_size=len(losses))
         self.train_accuracy.update(margins, batch["query_mask"])
         batch_size = len(losses)
         self.log("train/query_loss", losses.mean().detach(), batch_size=batch_size, prog_bar=True)
@@ -246,6 +273,13 @@ class MetaRewardModel(LightningModule):
             batch_size=batch_size,
         )
         return objective
+
+    def prior_pull_penalty(self) -> Tensor:
+        """|V - V_warm|^2 + |w0 - w0_warm|^2: how far meta-training has moved from the warm
+        start (the global model). With few seen users, this keeps the base functions from
+        fitting them at the expense of new users."""
+        weight = self.base_rewards.net.weight
+        return (weight - self.warm_weight).square().sum() + (self.w0 - self.warm_w0).square().sum()
 
     # ------------------------------------------------------------- evaluation
     def _adapt_for_evaluation(
@@ -280,6 +314,8 @@ class MetaRewardModel(LightningModule):
             weights = self._adapt_for_evaluation(batch, scale, support)
             with torch.no_grad():
                 candidates.append(self.query_margins(weights, batch, query))
+        if self.has_warm_start:
+            candidates.append(self.warm_start_margins(batch))
         for group, rows in self._groups(batch, "val"):
             metrics = self.val_metrics[group]
             for index, margins in enumerate(candidates):
@@ -293,22 +329,37 @@ class MetaRewardModel(LightningModule):
         """Pick the adaptation strength on validation users, log the picked one's metrics, and
         keep the choice in the module's buffers (so the checkpoint saved now carries it)."""
         scales = self.hparams.adaptation_lr_scales
+        warm = len(scales)  # index of the warm-start candidate
+        count = len(scales) + bool(self.has_warm_start)
         results = {}
         for group in self.stage_groups("val"):
             metrics = self.val_metrics[group]  # compute() gathers across processes
-            accuracy = [float(metrics[f"user_acc_{i}"].compute()) for i in range(len(scales))]
-            results[group] = accuracy
-        best = select_adaptation(results["all"], scales)
-        self.selected_lr_scale.fill_(scales[best])
-        self.selection_accuracy.copy_(torch.tensor(results["all"]))
+            results[group] = [float(metrics[f"user_acc_{i}"].compute()) for i in range(count)]
+        best = select_adaptation(results["all"][: len(scales)], scales)
+        if count > warm:  # the warm start stays unless meta-training beats it clearly
+            metrics = self.val_metrics["all"]
+            if not clearly_better(
+                metrics[f"user_acc_{best}"].per_user_values(),
+                metrics[f"user_acc_{warm}"].per_user_values(),
+                self.hparams.warm_start_margin,
+            ):
+                best = warm
+        self.selected_warm_start.fill_(best == warm)
+        self.selected_lr_scale.fill_(0.0 if best == warm else scales[best])
+        self.selection_accuracy.copy_(torch.tensor(results["all"][: len(scales)]))
         self.log("val/selected_lr_scale", self.selected_lr_scale.clone())
+        self.log("val/selected_warm_start", self.selected_warm_start.float())
+        if count > warm:
+            self.log("val/user_acc_warm_start", torch.tensor(results["all"][warm]))
         for group in self.stage_groups("val"):
             metrics, prefix = self.val_metrics[group], metric_prefix("val", group)
             adapted = metrics[f"user_acc_{best}"].per_user_values()
-            before = metrics["user_acc_w0"].per_user_values()
+            before = adapted if best == warm else metrics["user_acc_w0"].per_user_values()
             values = {
                 "user_acc": torch.tensor(results[group][best]),
-                "user_acc_w0": metrics["user_acc_w0"].compute(),
+                "user_acc_w0": torch.tensor(results[group][warm])
+                if best == warm
+                else metrics["user_acc_w0"].compute(),
                 "bt_loss": metrics[f"bt_loss_{best}"].compute(),
             }
             if metrics["oracle_acc"].update_called:
@@ -323,12 +374,16 @@ class MetaRewardModel(LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Adapt with the strength chosen on validation; score seen and unseen users."""
-        with torch.no_grad():
-            support, query = self.base_pairs(batch, "support"), self.base_pairs(batch, "query")
-        weights = self._adapt_for_evaluation(batch, float(self.selected_lr_scale), support)
-        with torch.no_grad():
-            margins = self.query_margins(weights, batch, query)
-            margins_w0 = self.query_margins(self.w0.expand_as(weights), batch, query)
+        if self.selected_warm_start:  # validation chose the global model: no adaptation
+            margins = margins_w0 = self.warm_start_margins(batch)
+        else:
+            with torch.no_grad():
+                support = self.base_pairs(batch, "support")
+                query = self.base_pairs(batch, "query")
+            weights = self._adapt_for_evaluation(batch, float(self.selected_lr_scale), support)
+            with torch.no_grad():
+                margins = self.query_margins(weights, batch, query)
+                margins_w0 = self.query_margins(self.w0.expand_as(weights), batch, query)
         mask = batch["query_mask"]
         losses = bradley_terry_loss(margins, mask)
         oracle = batch.get("query_oracle_margin")
@@ -361,6 +416,15 @@ class MetaRewardModel(LightningModule):
                 # already gathered from every process, so the same value everywhere
                 self.log(f"{prefix}/adapt_gain", (adapted - before).mean(), sync_dist=True)
             self._histograms(prefix, adapted, before)
+
+    @torch.no_grad()
+    def warm_start_margins(self, batch: dict[str, Tensor]) -> Tensor:
+        """``[B, Q]`` query margins of the warm start: the global model, before meta-training."""
+        scale = self.base_rewards.scale
+        chosen = torch.nn.functional.linear(batch["query_chosen"] * scale, self.warm_weight)
+        rejected = torch.nn.functional.linear(batch["query_rejected"] * scale, self.warm_weight)
+        w0 = self.warm_w0.expand(len(chosen), -1)
+        return pair_margins(w0, chosen, rejected, self.hparams.combination)
 
     def _histograms(self, prefix: str, adapted: Tensor, before: Tensor) -> None:
         """Per-user accuracy and adaptation gain (gathered over processes) to TensorBoard."""

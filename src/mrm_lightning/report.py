@@ -148,7 +148,9 @@ def selected_adaptation(module) -> dict | None:
     if scales is None or not hasattr(module, "selected_lr_scale"):
         return None
     scale = float(module.selected_lr_scale)
+    warm = bool(getattr(module, "selected_warm_start", False))
     selected = {
+        "prior": "warm start (the global model, before meta-training)" if warm else "meta-learned",
         "lr_scale": scale,
         "inner_lr": module.hparams.inner_lr * scale,
         "inner_steps": module.hparams.inner_steps if scale else 0,
@@ -181,7 +183,12 @@ def _selection_warning(selected: dict) -> str | None:
 
 
 def _selection_line(selected: dict) -> str:
-    if selected["lr_scale"] == 0:
+    if selected["prior"] != "meta-learned":
+        line = (
+            f"Chosen on {selected['validated_on']}: the warm start, i.e. the global model with "
+            "no adaptation (meta-training did not beat it there)."
+        )
+    elif selected["lr_scale"] == 0:
         line = "Adaptation chosen on validation: none (the prior w0 for everybody)."
     else:
         line = (

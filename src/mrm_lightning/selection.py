@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from torch import Tensor
+
 
 def select_adaptation(accuracies: Sequence[float], lr_scales: Sequence[float]) -> int:
     """Index of the best accuracy; a tie goes to the weaker adaptation (the smaller scale).
@@ -25,3 +27,21 @@ def select_adaptation(accuracies: Sequence[float], lr_scales: Sequence[float]) -
         return (-math.inf if math.isnan(accuracy) else accuracy, -lr_scales[index])
 
     return max(range(len(lr_scales)), key=key)
+
+
+def clearly_better(candidate: Tensor, reference: Tensor, margin_se: float) -> bool:
+    """Whether per-user accuracies ``candidate`` beat ``reference`` (the same users, paired)
+    by more than ``margin_se`` standard errors of the mean paired difference.
+
+    Choosing the best of many checkpoints and strengths on a few validation pairs per user
+    favours whichever got lucky; a fixed reference (the warm start) is replaced only when the
+    best candidate beats it clearly. With fewer than two users, any positive mean difference.
+    """
+    difference = candidate.double() - reference.double()
+    if not len(difference):
+        return False
+    mean = float(difference.mean())
+    if len(difference) < 2:
+        return mean > 0
+    standard_error = float(difference.std()) / len(difference) ** 0.5
+    return mean > 0 and mean > margin_se * standard_error
