@@ -471,7 +471,9 @@ def test_release_shaped_prism_loads_through_the_source_and_trains(tmp_path, tiny
     assert cli.trainer.global_step == 2 * cli.trainer.num_training_batches > 0
     assert cli.datamodule.data.num_pairs == 10 * 29
     split = cli.datamodule.split
-    assert len(split.seen_users) == len(split.unseen_users) == 5
+    # 10 users: 5 unseen, 5 seen of which the config holds 20% out as validation users
+    assert len(split.unseen_users) == 5
+    assert len(split.seen_users) == 4 and len(split.validation_users) == 1
     assert cli.model.hparams.embedding_dim == HIDDEN
     results = json.loads(next((tmp_path / "runs").rglob("results.json")).read_text())
     assert "checkpoints" in results["checkpoint"]  # selected on validation, then tested
