@@ -66,3 +66,40 @@ def test_nan_embeddings_stop_the_run_with_the_row():
     data.embeddings[7, 2] = float("nan")
     with pytest.raises(ValueError, match="row 7"):
         data.validate()
+
+
+class CappedAway(SyntheticPopulation):
+    """Synthetic users whose pairs come in units of 6: a cap of 4 leaves unseen users none."""
+
+    def load(self):
+        data = super().load()
+        start = torch.searchsorted(data.user, data.user)  # users' pairs are contiguous
+        data.unit = data.user * 1000 + (torch.arange(data.num_pairs) - start) // 6
+        return data
+
+
+@pytest.mark.parametrize("handling", ["exclude", "prior"])
+def test_users_without_training_pairs_are_handled_the_same_in_every_row(handling):
+    dm = EpisodicDataModule(
+        CappedAway(num_users=20, embedding_dim=6, num_directions=2, min_pairs=36, max_pairs=36),
+        users_per_batch=2,
+        support_size=4,
+        max_train_pairs_unseen=4,  # every unit holds 6 pairs: unseen users keep none
+        users_without_train_pairs=handling,
+        seed=0,
+    )
+    dm.setup("fit")
+    unseen = dm.split.unseen_users.tolist()
+    assert all(len(dm.pairs_by_split[TRAIN][u]) == 0 for u in unseen)
+    assert dm.users_without_training(TEST) == len(unseen) > 0
+    tested = dm.eval_users(TEST)
+    assert set(unseen) <= set(tested) if handling == "prior" else set(unseen).isdisjoint(tested)
+    # the evaluation batches hold exactly those users, and they are the report's users too
+    batches = list(dm.test_dataloader())
+    assert sorted(u for b in batches for u in b["user"].tolist()) == tested
+    from mrm_lightning.report import evaluated_groups
+
+    assert evaluated_groups(dm)["overall"] == tested
+    if handling == "prior":  # scored with no support pair: the prior
+        empty = [b for b in batches if (b["support_mask"].sum(-1) == 0).any()]
+        assert empty
