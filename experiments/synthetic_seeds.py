@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 from mrm_lightning.cli import fit_and_report
+from mrm_lightning.report import personalization_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,17 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"unseen gap closed: {', '.join(f'{g:.2f}' for g in gaps)} (min {min(gaps):.2f})")
     vals = [run["val_user_acc"] for run in runs]
     print("val/user_acc of the selected checkpoints: " + ", ".join(f"{v:.3f}" for v in vals))
-    scales = [
-        run["selected_adaptation"]["lr_scale"] for run in runs if "selected_adaptation" in run
-    ]
-    print(f"adaptation chosen on validation (x inner_lr): {scales}")
-    for column in ("seen", "unseen"):
-        gains = [run["adaptation_gain"][column] for run in runs if "adaptation_gain" in run]
-        if gains:
-            print(
-                f"per-user adaptation gain, {column}: "
-                + ", ".join(f"{g['mean']:+.3f} (helped {g['helped']:.0%})" for g in gains)
-            )
+    print("\n".join(personalization_summary(runs)))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 from mrm_lightning.cli import fit_and_report
+from mrm_lightning.report import personalization_summary
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("MRM (adapted)", "MRM w0, no adaptation", "global reward model")
@@ -102,16 +103,7 @@ def main(argv: list[str] | None = None) -> None:
             for c in ("seen", "unseen", "overall")
         )
         print(f"{row:<24}{cells}")
-    scales = [r["selected_adaptation"]["lr_scale"] for r in chosen if "selected_adaptation" in r]
-    print(f"adaptation chosen on validation, per seed (x inner_lr): {scales}")
-    for column in ("seen", "unseen"):
-        gains = [r["adaptation_gain"][column] for r in chosen if "adaptation_gain" in r]
-        if gains:
-            print(
-                f"per-user adaptation gain, {column}: mean {mean_std([g['mean'] for g in gains])}"
-                f"; helped {statistics.mean(g['helped'] for g in gains):.0%}, hurt "
-                f"{statistics.mean(g['hurt'] for g in gains):.0%}"
-            )
+    print("\n".join(personalization_summary(chosen)))
 
 
 if __name__ == "__main__":

@@ -234,3 +234,21 @@ def _gap_closed(rows: dict[str, dict[str, float]], column: str) -> float | None:
         return None
     # the ratio only means something when the oracle is clearly above the global model.
     return (mrm - glob) / (oracle - glob) if oracle - glob > 0.01 else None
+
+
+def personalization_summary(runs: list[dict]) -> list[str]:
+    """Lines on what several runs' ``results.json`` chose and gained, for experiment scripts:
+    the adaptation strength chosen on validation per run, and the per-user gain per group."""
+    scales = [r["selected_adaptation"]["lr_scale"] for r in runs if "selected_adaptation" in r]
+    lines = [f"adaptation chosen on validation, per run (x inner_lr): {scales}"]
+    for column in ("seen", "unseen"):
+        gains = [r["adaptation_gain"][column] for r in runs if "adaptation_gain" in r]
+        if gains:
+            lines.append(
+                f"per-user adaptation gain, {column}: "
+                + ", ".join(
+                    f"{g['mean']:+.3f} (helped {g['helped']:.0%}, hurt {g['hurt']:.0%})"
+                    for g in gains
+                )
+            )
+    return lines
