@@ -8,36 +8,27 @@ from collections.abc import Callable
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
 from .baselines import fit_global_reward
+from .evaluation import AdaptiveEvaluation, evaluation_metrics
 from .heads import BaseRewardFunctions, Combination
 from .losses import bradley_terry_loss
 from .maml import InnerOptimizer, adapt, pair_margins
 from .metrics import UserAccuracy
 from .schedule import warmup_cosine
-from .selection import clearly_better, select_adaptation
 from .splits import TRAIN
 from .warm_start import standardizing_scale, warm_start_rows
 
-GROUPS = ("seen", "unseen", "all")
-EVAL_STAGES = ("val", "test")
 
-
-def metric_prefix(stage: str, group: str) -> str:
-    """``val_seen``, ``val_unseen``, and plain ``val`` for all users pooled."""
-    return stage if group == "all" else f"{stage}_{group}"
-
-
-class MetaRewardModel(LightningModule):
+class MetaRewardModel(AdaptiveEvaluation, LightningModule):
     """Meta-learns shared initial user weights w0 and K base reward functions.
 
     Each training step adapts w0 to every user of the meta-batch on its support pairs (a few
     differentiable steps), scores the adapted weights on the query pairs, and updates w0 and
     the base functions through the adaptation. Validation and test adapt every user from w0 on
-    its training pairs and measure user-level accuracy on its held-out pairs.
+    its training pairs and measure user-level accuracy on its held-out pairs; validation also
+    chooses the adaptation strength (:class:`mrm_lightning.evaluation.AdaptiveEvaluation`).
 
     Args:
         embedding_dim: D of the input embeddings (linked from the data module by the CLI).
@@ -132,31 +123,12 @@ class MetaRewardModel(LightningModule):
         #: per group, every test user's (adapted, w0) accuracy, kept for the end-of-run report
         self.test_user_accuracy: dict[str, tuple[Tensor, Tensor]] = {}
         self.train_accuracy = UserAccuracy()
-        scales = range(len(adaptation_lr_scales))
-
-        def group_metrics(names: list[str]) -> nn.ModuleDict:
-            return nn.ModuleDict(
-                {
-                    group: nn.ModuleDict(
-                        {
-                            n: MeanMetric() if n.startswith("bt_loss") else UserAccuracy()
-                            for n in names
-                        }
-                    )
-                    for group in GROUPS
-                }
-            )
-
-        self.test_metrics = group_metrics(["user_acc", "user_acc_w0", "oracle_acc", "bt_loss"])
-        candidates = range(len(adaptation_lr_scales) + 1)  # the last: the warm start itself
-        self.val_metrics = group_metrics(  # one accuracy and loss per candidate
-            [f"user_acc_{i}" for i in candidates]
-            + [f"bt_loss_{i}" for i in candidates]
-            + ["user_acc_w0", "oracle_acc"]
-        )
+        self.test_metrics, self.val_metrics = evaluation_metrics(len(adaptation_lr_scales))
         # the adaptation strength chosen on validation, saved in every checkpoint
         self.register_buffer("selected_lr_scale", torch.tensor(1.0))
-        self.register_buffer("selection_accuracy", torch.full((len(scales),), float("nan")))
+        self.register_buffer(
+            "selection_accuracy", torch.full((len(adaptation_lr_scales),), float("nan"))
+        )
         # The warm start (the global model, before any meta-training) stays a candidate: where
         # meta-training does not beat it on validation, it is what gets used, so MRM's prior
         # is never below the global model on validation. Linear base functions only.
@@ -280,164 +252,6 @@ class MetaRewardModel(LightningModule):
         fitting them at the expense of new users."""
         weight = self.base_rewards.net.weight
         return (weight - self.warm_weight).square().sum() + (self.w0 - self.warm_w0).square().sum()
-
-    # ------------------------------------------------------------- evaluation
-    def _adapt_for_evaluation(
-        self, batch: dict[str, Tensor], lr_scale: float, support: tuple[Tensor, Tensor]
-    ) -> Tensor:
-        if torch.is_inference_mode_enabled():
-            raise RuntimeError(
-                "MRM adapts users during evaluation, which needs gradients: "
-                "set trainer.inference_mode=false"
-            )
-        with torch.enable_grad():  # evaluation runs under no_grad; adaptation needs autograd
-            weights = self.adapt_users(batch, first_order=True, lr_scale=lr_scale, support=support)
-        return weights.detach()
-
-    def _groups(self, batch: dict[str, Tensor], stage: str):
-        is_seen = batch["is_seen"]
-        rows = {"seen": is_seen, "unseen": ~is_seen, "all": torch.ones_like(is_seen)}
-        return [(group, rows[group]) for group in self.stage_groups(stage)]
-
-    def stage_groups(self, stage: str) -> tuple[str, ...]:
-        """Groups scored at ``stage``: validation users are one group (``val/...``)."""
-        return ("all",) if stage == "val" and self.validates_on_held_out_users else GROUPS
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Score every candidate adaptation strength; the best is chosen at the epoch's end."""
-        mask, oracle = batch["query_mask"], batch.get("query_oracle_margin")
-        with torch.no_grad():  # the base functions once; each candidate is K-dimensional work
-            support, query = self.base_pairs(batch, "support"), self.base_pairs(batch, "query")
-            margins_w0 = self.query_margins(self.w0.expand(len(mask), -1), batch, query)
-        candidates = []
-        for scale in self.hparams.adaptation_lr_scales:
-            weights = self._adapt_for_evaluation(batch, scale, support)
-            with torch.no_grad():
-                candidates.append(self.query_margins(weights, batch, query))
-        if self.has_warm_start:
-            candidates.append(self.warm_start_margins(batch))
-        for group, rows in self._groups(batch, "val"):
-            metrics = self.val_metrics[group]
-            for index, margins in enumerate(candidates):
-                metrics[f"user_acc_{index}"].update(margins[rows], mask[rows])
-                metrics[f"bt_loss_{index}"].update(bradley_terry_loss(margins, mask)[rows])
-            metrics["user_acc_w0"].update(margins_w0[rows], mask[rows])
-            if oracle is not None:
-                metrics["oracle_acc"].update(oracle[rows], mask[rows])
-
-    def on_validation_epoch_end(self) -> None:
-        """Pick the adaptation strength on validation users, log the picked one's metrics, and
-        keep the choice in the module's buffers (so the checkpoint saved now carries it)."""
-        scales = self.hparams.adaptation_lr_scales
-        warm = len(scales)  # index of the warm-start candidate
-        count = len(scales) + bool(self.has_warm_start)
-        results = {}
-        for group in self.stage_groups("val"):
-            metrics = self.val_metrics[group]  # compute() gathers across processes
-            results[group] = [float(metrics[f"user_acc_{i}"].compute()) for i in range(count)]
-        best = select_adaptation(results["all"][: len(scales)], scales)
-        if count > warm:  # the warm start stays unless meta-training beats it clearly
-            metrics = self.val_metrics["all"]
-            if not clearly_better(
-                metrics[f"user_acc_{best}"].per_user_values(),
-                metrics[f"user_acc_{warm}"].per_user_values(),
-                self.hparams.warm_start_margin,
-            ):
-                best = warm
-        self.selected_warm_start.fill_(best == warm)
-        self.selected_lr_scale.fill_(0.0 if best == warm else scales[best])
-        self.selection_accuracy.copy_(torch.tensor(results["all"][: len(scales)]))
-        self.log("val/selected_lr_scale", self.selected_lr_scale.clone())
-        self.log("val/selected_warm_start", self.selected_warm_start.float())
-        if count > warm:
-            self.log("val/user_acc_warm_start", torch.tensor(results["all"][warm]))
-        for group in self.stage_groups("val"):
-            metrics, prefix = self.val_metrics[group], metric_prefix("val", group)
-            adapted = metrics[f"user_acc_{best}"].per_user_values()
-            before = adapted if best == warm else metrics["user_acc_w0"].per_user_values()
-            values = {
-                "user_acc": torch.tensor(results[group][best]),
-                "user_acc_w0": torch.tensor(results[group][warm])
-                if best == warm
-                else metrics["user_acc_w0"].compute(),
-                "bt_loss": metrics[f"bt_loss_{best}"].compute(),
-            }
-            if metrics["oracle_acc"].update_called:
-                values["oracle_acc"] = metrics["oracle_acc"].compute()
-            if len(adapted):
-                values["adapt_gain"] = (adapted - before).mean()
-            for name, value in values.items():  # already gathered: the same on every process
-                self.log(f"{prefix}/{name}", value.float())
-            self._histograms(prefix, adapted, before)
-            for metric in metrics.values():
-                metric.reset()
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Adapt with the strength chosen on validation; score seen and unseen users."""
-        if self.selected_warm_start:  # validation chose the global model: no adaptation
-            margins = margins_w0 = self.warm_start_margins(batch)
-        else:
-            with torch.no_grad():
-                support = self.base_pairs(batch, "support")
-                query = self.base_pairs(batch, "query")
-            weights = self._adapt_for_evaluation(batch, float(self.selected_lr_scale), support)
-            with torch.no_grad():
-                margins = self.query_margins(weights, batch, query)
-                margins_w0 = self.query_margins(self.w0.expand_as(weights), batch, query)
-        mask = batch["query_mask"]
-        losses = bradley_terry_loss(margins, mask)
-        oracle = batch.get("query_oracle_margin")
-        for group, rows in self._groups(batch, "test"):
-            metrics = self.test_metrics[group]
-            metrics["user_acc"].update(margins[rows], mask[rows])
-            metrics["user_acc_w0"].update(margins_w0[rows], mask[rows])
-            metrics["bt_loss"].update(losses[rows])
-            if oracle is not None:
-                metrics["oracle_acc"].update(oracle[rows], mask[rows])
-            prefix = metric_prefix("test", group)
-            for name, metric in metrics.items():
-                if name != "oracle_acc" or oracle is not None:
-                    self.log(
-                        f"{prefix}/{name}",
-                        metric,
-                        on_step=False,
-                        on_epoch=True,
-                        batch_size=len(losses),
-                    )
-
-    def on_test_epoch_end(self) -> None:
-        for group in ("seen", "unseen"):
-            metrics = self.test_metrics[group]
-            adapted = metrics["user_acc"].per_user_values()  # collective under DDP: all ranks
-            before = metrics["user_acc_w0"].per_user_values()
-            self.test_user_accuracy[group] = (adapted, before)  # paired per user, for the report
-            prefix = metric_prefix("test", group)
-            if len(adapted):
-                # already gathered from every process, so the same value everywhere
-                self.log(f"{prefix}/adapt_gain", (adapted - before).mean(), sync_dist=True)
-            self._histograms(prefix, adapted, before)
-
-    @torch.no_grad()
-    def warm_start_margins(self, batch: dict[str, Tensor]) -> Tensor:
-        """``[B, Q]`` query margins of the warm start: the global model, before meta-training."""
-        scale = self.base_rewards.scale
-        chosen = torch.nn.functional.linear(batch["query_chosen"] * scale, self.warm_weight)
-        rejected = torch.nn.functional.linear(batch["query_rejected"] * scale, self.warm_weight)
-        w0 = self.warm_w0.expand(len(chosen), -1)
-        return pair_margins(w0, chosen, rejected, self.hparams.combination)
-
-    def _histograms(self, prefix: str, adapted: Tensor, before: Tensor) -> None:
-        """Per-user accuracy and adaptation gain (gathered over processes) to TensorBoard."""
-        if (
-            isinstance(self.logger, TensorBoardLogger)
-            and self.trainer.is_global_zero
-            and len(adapted)
-        ):
-            writer = self.logger.experiment
-            writer.add_histogram(f"{prefix}/per_user_acc", adapted, self.global_step)
-            writer.add_histogram(
-                f"{prefix}/per_user_adapt_gain", adapted - before, self.global_step
-            )
 
     # ------------------------------------------------------------- optimizers
     def configure_optimizers(self):
