@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     encoder.load()
     order = encoder.length_order(distinct)
     batches = [
-        encoder.tokenize([distinct[i] for i in order[s : s + encoder.batch_size]])
+        encoder.tokenize([distinct[i] for i in order[s : s + encoder.batch_size]])[0]
         for s in range(0, len(order), encoder.batch_size)
     ]
     device = next(encoder._model.parameters()).device
