@@ -3,8 +3,10 @@
 from .datamodule import EpisodicDataModule
 from .encoder import TextEncoder
 from .heads import BaseRewardFunctions, combine
+from .inference import PersonalizedRewardModel
 from .module import MetaRewardModel
 from .preferences import PreferenceData, PreferenceSource
+from .profiles import ProfileStore, UserProfile
 from .report import ResultsReport
 from .rpo import RobustPersonalization
 from .semisynthetic import SemiSyntheticUsers
@@ -16,8 +18,10 @@ __all__ = [
     "BaseRewardFunctions",
     "EpisodicDataModule",
     "MetaRewardModel",
+    "PersonalizedRewardModel",
     "PreferenceData",
     "PreferenceSource",
+    "ProfileStore",
     "ResultsReport",
     "RobustPersonalization",
     "SemiSyntheticUsers",
@@ -28,5 +32,6 @@ __all__ = [
     "SyntheticPopulation",
     "TextEncoder",
     "TextPreferences",
+    "UserProfile",
     "combine",
 ]

@@ -75,9 +75,15 @@ def main(args: list[str] | None = None) -> None:
     """Console-script entry point (``mrm``): returns nothing, so the exit status is 0.
 
     ``mrm embed --config X`` encodes the config's text source into its cache (sharded over
-    ``--trainer.devices``); every other subcommand is LightningCLI's.
+    ``--trainer.devices``); ``mrm adapt`` and ``mrm score`` use a trained checkpoint
+    (:mod:`mrm_lightning.use_cli`); every other subcommand is LightningCLI's.
     """
     argv = sys.argv[1:] if args is None else args
+    if argv[:1] in (["adapt"], ["score"]):
+        from .use_cli import use_main
+
+        use_main(argv)
+        return
     if argv[:1] != ["embed"]:
         cli_main(args)  # None: LightningCLI reads sys.argv itself
         return

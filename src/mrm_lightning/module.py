@@ -179,6 +179,16 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
                 self.warm_w0.copy_(self.w0)
                 self.has_warm_start.fill_(True)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record how texts were encoded, under ``mrm_encoder``: read back by
+        :mod:`mrm_lightning.inference` to encode new texts the same way (None: a source of
+        embeddings only, such as the synthetic population)."""
+        from .inference import encoder_record  # inference imports this module
+
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        encoder = getattr(getattr(datamodule, "source", None), "encoder", None)
+        checkpoint["mrm_encoder"] = None if encoder is None else encoder_record(encoder)
+
     # -------------------------------------------------------------- the method
     def base_pairs(self, batch: dict[str, Tensor], prefix: str) -> tuple[Tensor, Tensor]:
         """Base rewards ``[B, P, K]`` of the chosen and rejected responses of ``prefix`` pairs."""
