@@ -11,6 +11,7 @@ from .report import ResultsReport
 from .rpo import RobustPersonalization
 from .semisynthetic import SemiSyntheticUsers
 from .synthetic import SyntheticPopulation
+from .text_population import TextPopulation
 from .text_sources import PRISM, PairsFiles, RatingsFiles, RedditTLDR, TextPreferences
 
 __version__ = "0.1.0"
@@ -31,6 +32,7 @@ __all__ = [
     "RedditTLDR",
     "SyntheticPopulation",
     "TextEncoder",
+    "TextPopulation",
     "TextPreferences",
     "UserProfile",
     "combine",
