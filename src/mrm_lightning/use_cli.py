@@ -84,6 +84,10 @@ def use_main(argv: list[str]) -> None:
     if args.command == "score" and args.user and not args.store:
         fail("--user needs --store")
     progress = not args.quiet and sys.stderr.isatty()
+    if not progress:  # the weight-loading bar of transformers too: stderr stays for errors
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     try:
         from .inference import PersonalizedRewardModel
 
