@@ -13,12 +13,14 @@ from .semisynthetic import SemiSyntheticUsers
 from .synthetic import SyntheticPopulation
 from .text_population import TextPopulation
 from .text_sources import PRISM, PairsFiles, RatingsFiles, RedditTLDR, TextPreferences
+from .trl_reward import MRMRewardFunction
 
 __version__ = "0.1.0"
 __all__ = [
     "BaseRewardFunctions",
     "EpisodicDataModule",
     "MetaRewardModel",
+    "MRMRewardFunction",
     "PersonalizedRewardModel",
     "PreferenceData",
     "PreferenceSource",

@@ -76,13 +76,19 @@ def main(args: list[str] | None = None) -> None:
 
     ``mrm embed --config X`` encodes the config's text source into its cache (sharded over
     ``--trainer.devices``); ``mrm adapt`` and ``mrm score`` use a trained checkpoint
-    (:mod:`mrm_lightning.use_cli`); every other subcommand is LightningCLI's.
+    (:mod:`mrm_lightning.use_cli`); ``mrm serve`` serves one over HTTP
+    (:mod:`mrm_lightning.server`); every other subcommand is LightningCLI's.
     """
     argv = sys.argv[1:] if args is None else args
     if argv[:1] in (["adapt"], ["score"]):
         from .use_cli import use_main
 
         use_main(argv)
+        return
+    if argv[:1] == ["serve"]:
+        from .server import serve_main
+
+        serve_main(argv[1:])
         return
     if argv[:1] != ["embed"]:
         cli_main(args)  # None: LightningCLI reads sys.argv itself
