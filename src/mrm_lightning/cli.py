@@ -3,19 +3,69 @@
 mrm fit --config configs/synthetic.yaml
 mrm test --config configs/synthetic.yaml --ckpt_path path/to/best.ckpt
 mrm fit --config configs/synthetic.yaml --print_config
+
+Bad input and bad settings end every subcommand with one line on stderr, ``mrm: error: ...``
+naming the file, line and field or the setting, and exit status 2; ``--debug`` (anywhere on
+the command line) or ``MRM_DEBUG=1`` shows the full traceback (and jsonargparse's full usage)
+instead. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .datamodule import EpisodicDataModule
 from .module import MetaRewardModel
+from .records import RecordError
+
+DEBUG_FLAG, DEBUG_ENV = "--debug", "MRM_DEBUG"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def debug_mode() -> bool:
+    """Tracebacks instead of one-line errors: ``MRM_DEBUG=1`` (which ``--debug`` sets)."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def fail(message: str) -> None:
+    """End with ``mrm: error: MESSAGE`` on one line of stderr, exit status 2.
+
+    The SystemExit's text is the message too, for callers in Python that catch it.
+    """
+    line = one_line(message)
+    print(f"mrm: error: {line}", file=sys.stderr)
+    stop = SystemExit(line)
+    stop.code = 2  # what the interpreter exits with; it prints nothing more for an int
+    raise stop
+
+
+def one_line(message: str) -> str:
+    """A possibly multi-line message on one line; jsonargparse's ``Parser key "k":`` as
+    ``setting 'k':``."""
+    text = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    return re.sub(r'Parser key "([^"]+)":', r"setting '\1':", text)
+
+
+class OneLineErrorParser(LightningArgumentParser):
+    """Usage errors (unknown or badly typed settings, a missing config file) as one line
+    ``mrm: error: ...`` naming the setting, exit status 2, instead of the whole usage block,
+    which ``--debug`` still shows."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if debug_mode() or not self.exit_on_error:  # jsonargparse catches some internally
+            super().error(message, ex)
+        command = self.prog.replace(" [options]", "").split()[-1]
+        where = f"mrm {command} --help" if command in SUBCOMMANDS else "mrm --help"
+        fail(f"{message} (see {where})")
 
 
 class MRMCLI(LightningCLI):
@@ -47,6 +97,7 @@ def cli_main(args: list[str] | None = None) -> MRMCLI:
         EpisodicDataModule,
         args=args,
         save_config_kwargs={"overwrite": True},
+        parser_class=OneLineErrorParser,
     )
 
 
@@ -77,9 +128,63 @@ def main(args: list[str] | None = None) -> None:
     ``mrm embed --config X`` encodes the config's text source into its cache (sharded over
     ``--trainer.devices``); ``mrm adapt`` and ``mrm score`` use a trained checkpoint
     (:mod:`mrm_lightning.use_cli`); ``mrm serve`` serves one over HTTP
-    (:mod:`mrm_lightning.server`); every other subcommand is LightningCLI's.
+    (:mod:`mrm_lightning.server`); every other subcommand is LightningCLI's. Errors: see the
+    module docstring.
     """
-    argv = sys.argv[1:] if args is None else args
+    argv = sys.argv[1:] if args is None else list(args)
+    debug_before = os.environ.get(DEBUG_ENV)
+    if DEBUG_FLAG in argv:
+        argv = [arg for arg in argv if arg != DEBUG_FLAG]
+        # DDP starts the other processes by running sys.argv again: they get --debug through
+        # the inherited MRM_DEBUG, and a copy of sys.argv that still has it is stripped alike.
+        os.environ[DEBUG_ENV] = "1"
+        if args is None:
+            sys.argv[1:] = argv
+    try:
+        _run(argv, from_sys_argv=args is None)
+    except SystemExit as stop:  # adapt / score / serve print their one line themselves
+        if debug_mode() and isinstance(stop.__context__, Exception):
+            traceback.print_exception(stop.__context__)
+        raise
+    except Exception as error:
+        line = None if debug_mode() else user_error_line(error)
+        if line is None:
+            raise
+        fail(line)
+    finally:
+        if args is not None:  # called from Python (tests): leave the environment as it was
+            if debug_before is None:
+                os.environ.pop(DEBUG_ENV, None)
+            else:
+                os.environ[DEBUG_ENV] = debug_before
+
+
+def user_error_line(error: BaseException) -> str | None:
+    """The one line for a mistake in the input or the settings found in ``error`` or the
+    exceptions it wraps (``__cause__``, ``__context__``); None for anything else, a bug."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, FileNotFoundError) and current.filename is not None:
+            return f"{current.filename}: no such file"
+        if isinstance(current, OSError) and current.filename is not None:
+            return f"{current.filename}: {current.strerror or current}"
+        if isinstance(current, RecordError) or (
+            isinstance(current, ValueError) and raised_in_package(current)
+        ):
+            return one_line(str(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def raised_in_package(error: BaseException) -> bool:
+    """Whether ``error`` was raised by this package's code (a message written for users)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE_DIR)
+
+
+def _run(argv: list[str], from_sys_argv: bool) -> None:
     if argv[:1] in (["adapt"], ["score"]):
         from .use_cli import use_main
 
@@ -91,7 +196,7 @@ def main(args: list[str] | None = None) -> None:
         serve_main(argv[1:])
         return
     if argv[:1] != ["embed"]:
-        cli_main(args)  # None: LightningCLI reads sys.argv itself
+        cli_main(None if from_sys_argv else argv)  # None: LightningCLI reads sys.argv itself
         return
     from .embed import embed_source
     from .text_sources import TextPreferences
@@ -100,12 +205,17 @@ def main(args: list[str] | None = None) -> None:
     # arguments after "embed" go in explicitly, and LightningCLI's note about that is moot.
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run.*")
     cli = MRMCLI(
-        MetaRewardModel, EpisodicDataModule, args=argv[1:], run=False, save_config_callback=None
+        MetaRewardModel,
+        EpisodicDataModule,
+        args=argv[1:],
+        run=False,
+        save_config_callback=None,
+        parser_class=OneLineErrorParser,
     )
     source = cli.datamodule.source
     if not isinstance(source, TextPreferences):
-        raise SystemExit(
-            f"mrm embed: data.source is {type(source).__name__}, which has no text "
-            "to encode (use a text source such as RedditTLDR)"
+        raise ValueError(
+            f"data.source is {type(source).__name__}, which has no text for mrm embed to "
+            "encode (use a text source such as RedditTLDR)"
         )
     embed_source(source, cli.trainer)

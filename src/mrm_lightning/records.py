@@ -78,18 +78,43 @@ def pair_or_drop_reason(chosen: str, rejected: str) -> str | None:
 
 
 def read_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line_number, object)`` for each non-blank line; bad JSON names the file and line."""
+    """``(line_number, object)`` for each non-blank line. Bad JSON, text that is not UTF-8,
+    numbers too long for Python and nesting too deep are RecordErrors naming the file and line."""
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecordError(path, number, "<json>", f"not valid JSON ({error.msg})") from None
-            if not isinstance(value, dict):
-                raise RecordError(path, number, "<json>", "expected a JSON object")
-            yield number, value
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except (ValueError, RecursionError) as error:  # ValueError: JSONDecodeError too
+                    raise RecordError(path, number, "<json>", _json_problem(error)) from None
+                if not isinstance(value, dict):
+                    raise RecordError(path, number, "<json>", "expected a JSON object")
+                yield number, value
+        except UnicodeDecodeError as error:
+            raise not_utf8(path, error) from None
+
+
+def _json_problem(error: Exception) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON ({error.msg})"
+    if isinstance(error, RecursionError):
+        return "not valid JSON (nested too deeply)"
+    return f"not valid JSON ({str(error).split(';')[0]})"  # Exceeds the limit (4300 digits)...
+
+
+def not_utf8(path: str | Path, error: UnicodeDecodeError) -> RecordError:
+    """The line of the first byte that is not UTF-8 (files are decoded in chunks, so
+    ``error`` alone does not tell)."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+        start = error.start  # not reached: the file decoded once already failed
+    except UnicodeDecodeError as exact:
+        start = exact.start
+    byte = data[start : start + 1].hex()
+    return RecordError(path, data.count(b"\n", 0, start) + 1, "<encoding>", f"not UTF-8 (0x{byte})")
 
 
 def require(

@@ -140,9 +140,7 @@ def split_pairs(
     ``validation_user_fraction`` of the seen users become validation users instead.
     """
     if not 0.0 <= validation_user_fraction < 1.0:
-        raise ValueError(
-            f"validation_user_fraction must be in [0, 1), got {validation_user_fraction}"
-        )
+        raise ValueError(f"data.validation_users must be in [0, 1), got {validation_user_fraction}")
     if use_given_split and data.given_split is None:
         raise ValueError("data.use_given_split=true, but the source gives no train/test labels")
     gen = torch.Generator().manual_seed(seed)

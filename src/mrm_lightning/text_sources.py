@@ -177,6 +177,9 @@ class PairsFiles(TextPreferences):
 
     Args:
         paths: the files (``.jsonl`` / ``.json`` / ``.csv``).
+        columns: the files' own names of our fields, e.g. ``{user_id: annotator, chosen:
+            better}``; fields not named keep their names. Fields: user_id, prompt, chosen,
+            rejected, split, unit.
     """
 
     def __init__(
@@ -185,14 +188,18 @@ class PairsFiles(TextPreferences):
         encoder: TextEncoder = lazy_instance(TextEncoder),
         cache_dir: str = ".cache/mrm-embeddings",
         progress: bool = True,
+        columns: dict[str, str] | None = None,
     ) -> None:
+        from .sources.generic import PAIR_FIELDS, check_columns
+
+        check_columns(columns, PAIR_FIELDS, "PairsFiles.columns")
         super().__init__(encoder, cache_dir, progress)
-        self.paths = list(paths)
+        self.paths, self.columns = list(paths), columns
 
     def read_records(self, summary: LoadSummary) -> list[PreferenceRecord]:
         from .sources.generic import read_pairs
 
-        return [record for path in self.paths for record in read_pairs(path, summary)]
+        return [record for path in self.paths for record in read_pairs(path, summary, self.columns)]
 
 
 class RatingsFiles(TextPreferences):
@@ -205,6 +212,9 @@ class RatingsFiles(TextPreferences):
             hash, the same for every user; pairs form within a group, and a group is the split
             unit, so no rated text is on two sides of a split for anybody.
         seed: seeds grouping and sampling.
+        columns: the files' own names of our fields, e.g. ``{score: offensiveness, user_id:
+            annotator_id}``; fields not named keep their names. Fields: user_id, prompt, text,
+            score.
     """
 
     def __init__(
@@ -216,10 +226,14 @@ class RatingsFiles(TextPreferences):
         encoder: TextEncoder = lazy_instance(TextEncoder),
         cache_dir: str = ".cache/mrm-embeddings",
         progress: bool = True,
+        columns: dict[str, str] | None = None,
     ) -> None:
+        from .sources.generic import RATING_FIELDS, check_columns
+
+        check_columns(columns, RATING_FIELDS, "RatingsFiles.columns")
         super().__init__(encoder, cache_dir, progress)
         self.paths, self.max_pairs_per_user = list(paths), max_pairs_per_user
-        self.item_groups, self.seed = item_groups, seed
+        self.item_groups, self.seed, self.columns = item_groups, seed, columns
 
     def read_records(self, summary: LoadSummary) -> list[PreferenceRecord]:
         from .sources.generic import read_ratings
@@ -228,6 +242,6 @@ class RatingsFiles(TextPreferences):
             record
             for path in self.paths
             for record in read_ratings(
-                path, self.max_pairs_per_user, self.seed, self.item_groups, summary
+                path, self.max_pairs_per_user, self.seed, self.item_groups, summary, self.columns
             )
         ]

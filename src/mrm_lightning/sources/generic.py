@@ -35,9 +35,21 @@ with the :mod:`csv` module, header row required); the fields are the same in bot
   independent of ``PYTHONHASHSEED``).
 - ``origin`` of a rating pair is ``"file:chosen_line,rejected_line"``.
 
+**Columns with other names.** ``columns`` maps our field names to the file's own column (CSV
+header) or key (JSON) names, e.g. ``{"score": "offensiveness", "user_id": "annotator_id"}``;
+fields it does not name keep their own names, and other columns are ignored. A key that is not
+one of the reader's fields (pairs: ``user_id, prompt, chosen, rejected, split, unit``; ratings:
+``user_id, prompt, text, score``) is refused with a ValueError listing the valid ones. Errors
+name the column as the file has it, with the field in brackets (``ratings.csv:4: field
+'offensiveness' (score): expected a number, got 'x'``). A mapped column the file lacks is one
+error naming the file and the column: at the header (line 1) of a CSV file; in JSON lines at
+the first line without it when the field is required, else once the file is read.
+
 Malformed input raises :class:`RecordError` naming the file, the line (CSV: the line in the file
 where the data row starts, the header being line 1) and the field. Pairs that cannot be used
 (empty or identical texts) are dropped and counted in the :class:`LoadSummary`, never a crash.
+A file that is not UTF-8 text, or a CSV row the :mod:`csv` module cannot read, is a RecordError
+too (field ``<encoding>`` / ``<csv>``).
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ import hashlib
 import math
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +70,7 @@ from ..records import (
     LoadSummary,
     PreferenceRecord,
     RecordError,
+    not_utf8,
     pair_or_drop_reason,
     read_json_lines,
     require,
@@ -65,18 +79,52 @@ from ..records import (
 OVER_CAP = "over max_pairs_per_user"
 EMPTY_RATED_TEXT = "empty rated text"
 _PAIR_TEXTS = ("prompt", "chosen", "rejected")
+PAIR_FIELDS = ("user_id", "prompt", "chosen", "rejected", "split", "unit")
+RATING_FIELDS = ("user_id", "prompt", "text", "score")
+_REQUIRED = {"user_id", "prompt", "chosen", "rejected", "text", "score"}  # prompt: pairs only
 Row = tuple[int, dict[str, Any]]
 
 
-def read_pairs(path: str | Path, summary: LoadSummary | None = None) -> list[PreferenceRecord]:
-    """Preference pairs from a JSON-lines or CSV file (see the module docstring)."""
+def check_columns(
+    columns: dict[str, str] | None, fields: tuple[str, ...], setting: str = "columns"
+) -> dict[str, str]:
+    """``columns`` checked against the reader's ``fields``: {field: column} of every field.
+
+    A ValueError names ``setting`` and lists the valid fields for a key that is not one.
+    """
+    if columns is None:
+        columns = {}
+    if not isinstance(columns, dict):
+        raise ValueError(f"{setting} must map field names to column names, got {columns!r}")
+    unknown = [key for key in columns if key not in fields]
+    if unknown:
+        raise ValueError(
+            f"{setting}: {', '.join(repr(k) for k in unknown)} is not a field; the fields are "
+            + ", ".join(fields)
+        )
+    for key, column in columns.items():
+        if not isinstance(column, str) or not column.strip():
+            raise ValueError(f"{setting}: {key!r} needs a column name, got {column!r}")
+    return {field: columns.get(field, field).strip() for field in fields}
+
+
+def read_pairs(
+    path: str | Path, summary: LoadSummary | None = None, columns: dict[str, str] | None = None
+) -> list[PreferenceRecord]:
+    """Preference pairs from a JSON-lines or CSV file (see the module docstring).
+
+    Args:
+        columns: our field -> the file's column, for files whose columns have other names.
+    """
+    mapping = check_columns(columns, PAIR_FIELDS)
     summary = summary if summary is not None else LoadSummary(str(path))
     records = []
-    for line, row in _read_rows(path):
-        user = _user(row, path, line)
-        prompt, chosen, rejected = (require(row, k, str, path, line) for k in _PAIR_TEXTS)
-        split = _split(row, path, line)
-        unit = _optional_str(row, "unit", path, line, allow_int=True)
+    for line, row in _mapped_rows(path, mapping, required=_REQUIRED):
+        with _named_as_in_file(mapping):
+            user = _user(row, path, line)
+            prompt, chosen, rejected = (require(row, k, str, path, line) for k in _PAIR_TEXTS)
+            split = _split(row, path, line)
+            unit = _optional_str(row, "unit", path, line, allow_int=True)
         reason = pair_or_drop_reason(chosen, rejected)
         if reason is not None:
             summary.drop(reason)
@@ -110,20 +158,27 @@ def read_ratings(
     seed: int = 0,
     item_groups: int = 10,
     summary: LoadSummary | None = None,
+    columns: dict[str, str] | None = None,
 ) -> list[PreferenceRecord]:
-    """Pairs formed within each user from a per-user ratings file (see the module docstring)."""
+    """Pairs formed within each user from a per-user ratings file (see the module docstring).
+
+    Args:
+        columns: our field -> the file's column, for files whose columns have other names.
+    """
     if max_pairs_per_user < 1 or item_groups < 1:
         raise ValueError(
             f"need max_pairs_per_user >= 1 and item_groups >= 1, got "
             f"{max_pairs_per_user} and {item_groups}"
         )
+    mapping = check_columns(columns, RATING_FIELDS)
     summary = summary if summary is not None else LoadSummary(str(path))
     by_user: dict[str, list[_Rating]] = {}
-    for line, row in _read_rows(path):
-        user = _user(row, path, line)
-        prompt = _optional_str(row, "prompt", path, line)
-        text = require(row, "text", str, path, line)
-        score = _score(row, path, line)
+    for line, row in _mapped_rows(path, mapping, required=_REQUIRED - {"prompt"}):
+        with _named_as_in_file(mapping):
+            user = _user(row, path, line)
+            prompt = _optional_str(row, "prompt", path, line)
+            text = require(row, "text", str, path, line)
+            score = _score(row, path, line)
         if not text.strip():
             summary.drop(EMPTY_RATED_TEXT)
             continue
@@ -213,36 +268,83 @@ def _unit_names(text_keys) -> dict[tuple, str]:
     return names
 
 
-def _read_rows(path: str | Path) -> Iterator[Row]:
-    """``(line, row)`` pairs of a JSON-lines or CSV file, chosen by the file's extension."""
+def _mapped_rows(path: str | Path, mapping: dict[str, str], required: set[str]) -> Iterator[Row]:
+    """The file's rows with our field names as keys (``mapping``: field -> column); a mapped
+    column the file lacks is one error (see the module docstring)."""
+    renamed = {field: column for field, column in mapping.items() if column != field}
     suffix = Path(path).suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return read_json_lines(path)
     if suffix == ".csv":
-        return _read_csv(path)
-    raise ValueError(f"{path}: unknown file type {suffix!r}; expected .jsonl, .json or .csv")
+        rows = _read_csv(path, renamed)
+    elif suffix in (".jsonl", ".json"):
+        rows = read_json_lines(path)
+    else:
+        raise ValueError(f"{path}: unknown file type {suffix!r}; expected .jsonl, .json or .csv")
+    never_seen = {field for field in renamed if field not in required}
+    for line, raw in rows:
+        row = {field: raw[column] for field, column in mapping.items() if column in raw}
+        never_seen -= set(row)
+        yield line, row
+    if never_seen and suffix != ".csv":
+        field = sorted(never_seen)[0]
+        raise ValueError(
+            f"{path}: no line has the column {renamed[field]!r} that columns maps {field!r} to"
+        )
 
 
-def _read_csv(path: str | Path) -> Iterator[Row]:
-    """Rows as dicts keyed by the header; ``line`` is where the row starts in the file."""
+@contextmanager
+def _named_as_in_file(mapping: dict[str, str]) -> Iterator[None]:
+    """Re-raises a RecordError about a renamed field naming the file's column, the field in
+    brackets: ``field 'offensiveness' (score): ...``."""
+    try:
+        yield
+    except RecordError as error:
+        column = mapping.get(error.field_name, error.field_name)
+        if column == error.field_name:
+            raise
+        named = RecordError(error.path, error.line, column, error.problem)
+        problem = f"field {column!r} ({error.field_name}): {error.problem}"
+        named.args = (f"{error.path}:{error.line}: {problem}",)
+        raise named from None
+
+
+def _read_csv(path: str | Path, expect: dict[str, str]) -> Iterator[Row]:
+    """Rows as dicts keyed by the header; ``line`` is where the row starts in the file.
+    ``expect``: field -> column the header must have (the renamed ones)."""
     with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        while header == []:
+        try:
             header = next(reader, None)
-        if header is None:
-            raise RecordError(path, 1, "<header>", "empty file; CSV needs a header row")
-        columns = [name.strip() for name in header]
-        start = reader.line_num + 1
-        for values in reader:
-            line, start = start, reader.line_num + 1
-            if not any(value.strip() for value in values):
-                continue
-            if len(values) > len(columns):
-                raise RecordError(
-                    path, line, "<csv>", f"{len(values)} values for {len(columns)} header columns"
-                )
-            yield line, dict(zip(columns, values))
+            while header == []:
+                header = next(reader, None)
+            if header is None:
+                raise RecordError(path, 1, "<header>", "empty file; CSV needs a header row")
+            columns = [name.strip() for name in header]
+            for field, column in expect.items():
+                if column not in columns:
+                    raise RecordError(
+                        path,
+                        reader.line_num,
+                        column,
+                        f"no such column (columns maps {field!r} to it); the header has "
+                        + ", ".join(repr(c) for c in columns),
+                    )
+            start = reader.line_num + 1
+            for values in reader:
+                line, start = start, reader.line_num + 1
+                if not any(value.strip() for value in values):
+                    continue
+                if len(values) > len(columns):
+                    raise RecordError(
+                        path,
+                        line,
+                        "<csv>",
+                        f"{len(values)} values for {len(columns)} header columns",
+                    )
+                yield line, dict(zip(columns, values))
+        except csv.Error as error:
+            raise RecordError(path, reader.line_num, "<csv>", str(error)) from None
+        except UnicodeDecodeError as error:
+            raise not_utf8(path, error) from None
 
 
 def _user(row: dict[str, Any], path: str | Path, line: int) -> str:
@@ -281,7 +383,7 @@ def _score(row: dict[str, Any], path: str | Path, line: int) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError
         score = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer beyond any float
         raise RecordError(path, line, "score", f"expected a number, got {value!r}") from None
     if not math.isfinite(score):
         raise RecordError(path, line, "score", f"expected a finite number, got {value!r}")
