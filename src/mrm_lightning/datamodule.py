@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -123,6 +124,8 @@ class EpisodicDataModule(LightningDataModule):
         self.split: SplitSummary | None = None
         self.pairs_by_split: dict[int, dict[int, Tensor]] = {}
         self.meta_train_users: Tensor | None = None  # seen users with an episode to draw
+        #: (epoch, meta-batches done) read from a checkpoint: where a resumed fit continues
+        self.resume_position: tuple[int, int] | None = None
 
     @property
     def embedding_dim(self) -> int:
@@ -260,6 +263,35 @@ class EpisodicDataModule(LightningDataModule):
         )
         return self.data.subset(rows)
 
+    # ------------------------------------------------------------ resuming
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: how far meta-training has gone through the current epoch.
+
+        Episodes depend only on ``(seed, epoch, user)``, so this position is all a resumed run
+        needs to draw the same remaining meta-batches. It is the trainer's own count of the
+        training batches finished in the epoch in progress (none between epochs).
+        """
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        epochs = trainer.fit_loop.epoch_progress.current
+        in_epoch = epochs.started > epochs.completed  # from its first batch to its end hooks
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed if in_epoch else 0
+        return {"train_position": {"epoch": trainer.current_epoch, "batches_done": done}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Resuming a fit: :meth:`train_dataloader` skips the meta-batches already trained on."""
+        position = state_dict.get("train_position")
+        if position is not None:
+            self.resume_position = (int(position["epoch"]), int(position["batches_done"]))
+            # Lightning warns that a loader without state_dict cannot resume mid-epoch; this
+            # one resumes through the data module, so the warning would be wrong here
+            warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":
+            self.resume_position = None  # a later fit starts where it is told, not here
+
     # ----------------------------------------------------------- dataloaders
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -281,13 +313,16 @@ class EpisodicDataModule(LightningDataModule):
             rank=rank,
             world_size=world,
             support_size_min=self.support_size_min,
+            resume=self.resume_position,
         )
         if len(tasks) == 0:
             raise ValueError(
                 f"data.users_per_batch={self.users_per_batch} x {world} process(es) exceeds the "
                 f"{len(self.meta_train_users)} seen users that have episodes"
             )
-        return DataLoader(tasks, batch_size=None)
+        # its own generator: creating an iterator then draws no number from the global torch
+        # generator, whose state a checkpoint carries (mrm_lightning.checkpointing)
+        return DataLoader(tasks, batch_size=None, generator=self._loader_generator())
 
     def _eval_dataloader(self, held_out: int) -> DataLoader:
         assert self.data is not None and self.split is not None
@@ -302,7 +337,10 @@ class EpisodicDataModule(LightningDataModule):
             rank=rank,
             world_size=world,
         )
-        return DataLoader(users, batch_size=None)
+        return DataLoader(users, batch_size=None, generator=self._loader_generator())
+
+    def _loader_generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader(VAL)

@@ -110,6 +110,10 @@ class MetaTrainBatches(IterableDataset):
     user's episode depends only on ``(seed, epoch, user)``. With ``support_size_min``, each
     episode's support size is drawn uniformly from ``[support_size_min, support_size]``, so
     meta-training sees the range of sizes users have when they are adapted.
+
+    ``resume = (epoch, batches)`` continues an interrupted epoch: the first pass over that
+    epoch starts after its first ``batches`` meta-batches, which the run that saved the
+    checkpoint had already trained on (the data module reads it from the checkpoint).
     """
 
     def __init__(
@@ -125,8 +129,10 @@ class MetaTrainBatches(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         support_size_min: int | None = None,
+        resume: tuple[int, int] | None = None,
     ) -> None:
         self.data, self.train_pairs, self.users = data, train_pairs, users
+        self.resume = resume
         self.support_size_min = support_size_min
         self.users_per_batch, self.support_size, self.query_size = (
             users_per_batch,
@@ -151,7 +157,12 @@ class MetaTrainBatches(IterableDataset):
         epoch = self.epoch()
         order = self.users[torch.randperm(len(self.users), generator=_seeded(self.seed, epoch))]
         width = self.users_per_batch * self.world_size
-        for step in range(len(self)):
+        first = 0
+        if self.resume is not None:  # once: only the interrupted epoch is partly done
+            resume_epoch, done = self.resume
+            self.resume = None
+            first = min(done, len(self)) if resume_epoch == epoch else 0
+        for step in range(first, len(self)):
             start = step * width + self.rank * self.users_per_batch
             users = order[start : start + self.users_per_batch]
             support, query = zip(*(self.episode(int(u), epoch) for u in users))

@@ -60,6 +60,13 @@ class RobustPersonalization(Callback):
         self._module = pl_module
         pl_module.task_loss_reducer = self
 
+    def state_dict(self) -> dict:
+        """Saved in checkpoints, so that a resumed run's ``thresholds`` continue the list."""
+        return {"thresholds": list(self.thresholds)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.thresholds = [float(t) for t in state_dict.get("thresholds", [])]
+
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if pl_module.task_loss_reducer is self:
             pl_module.task_loss_reducer = None
