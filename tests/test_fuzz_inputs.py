@@ -414,8 +414,8 @@ VALID_SETTINGS = {
 }
 fractions = st.floats(-0.2, 1.2)
 caps = st.one_of(st.none(), st.integers(-1, 12))
-# Left out, found by this test (see the xfail tests below): a fractional support_size or
-# query_size outside (0, 1), and a query_size below 1.
+# Found by this test (regressions below): a fractional support_size or query_size outside
+# (0, 1), and a query_size below 1; the random settings keep to valid fractions.
 open_fractions = st.floats(0.01, 0.99)
 ANY_SETTING = {
     "users_per_batch": st.integers(-1, 30),
@@ -562,20 +562,11 @@ def test_validation_users_is_misnamed():
 TWO_USERS = dict(unseen_fraction=0.0, val_fraction=0.0, test_fraction=0.1, min_pairs_per_user=1)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="episodes.resolve_size: no setting named, and only in training"
-)
 def test_a_negative_fractional_support_size_is_refused_at_set_up_naming_it():
-    dm = EpisodicDataModule(RandomPairs([1, 4], 7, False, 0), support_size=-0.125, **TWO_USERS)
-    with pytest.raises(ValueError, match="support_size"):
-        dm.setup("fit")
-        next(iter(dm.train_dataloader()))
+    with pytest.raises(ValueError, match="data.support_size"):  # when the module is built
+        EpisodicDataModule(RandomPairs([1, 4], 7, False, 0), support_size=-0.125, **TWO_USERS)
 
 
-@pytest.mark.xfail(strict=True, reason="datamodule: query_size=0 gives episodes without a query")
 def test_a_query_size_of_0_is_refused():
-    dm = EpisodicDataModule(RandomPairs([1, 4], 7, False, 0), query_size=0, **TWO_USERS)
-    with pytest.raises(ValueError, match="query_size"):
-        dm.setup("fit")
-        for batch in dm.train_dataloader():
-            assert batch["query_mask"].any(-1).all()
+    with pytest.raises(ValueError, match="data.query_size"):
+        EpisodicDataModule(RandomPairs([1, 4], 7, False, 0), query_size=0, **TWO_USERS)

@@ -18,6 +18,15 @@ from .splits import TEST, TRAIN, UNUSED, VAL, SplitSummary, split_pairs
 from .synthetic import SyntheticPopulation
 
 
+def check_size(setting: str, size: Size, least: int) -> None:
+    """A count of at least ``least`` pairs, or a fraction strictly between 0 and 1."""
+    if isinstance(size, float) and not size.is_integer():
+        if not 0.0 < size < 1.0:
+            raise ValueError(f"{setting} as a fraction must be in (0, 1), got {size}")
+    elif size < least:
+        raise ValueError(f"{setting} must be a count of at least {least}, got {size}")
+
+
 class EpisodicDataModule(LightningDataModule):
     """Seen users become meta-training tasks; every user is evaluated on its held-out pairs.
 
@@ -77,6 +86,9 @@ class EpisodicDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        check_size("data.support_size", support_size, least=0)
+        if query_size is not None:
+            check_size("data.query_size", query_size, least=1)
         if support_size_min is not None and not (
             isinstance(support_size, int) and 0 <= support_size_min <= support_size
         ):
