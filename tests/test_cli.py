@@ -86,3 +86,16 @@ def test_bad_settings_fail_at_start_up_naming_the_setting(tiny_args, flag, value
         ]
     with pytest.raises(ValueError, match=match):
         cli_main(args)
+
+
+def test_hp_metric_is_the_selected_validation_accuracy_with_the_data_settings(tiny_args):
+    from mrm_lightning.cli import cli_main
+
+    cli = cli_main(
+        ["fit", *tiny_args, "--trainer.enable_progress_bar", "false", "--test_after_fit", "true"]
+    )
+    best = float(cli.trainer.checkpoint_callback.best_model_score)
+    # after the test of the selected checkpoint: its validation accuracy, not the -1 placeholder
+    assert float(cli.trainer.callback_metrics["hp_metric"]) == pytest.approx(best)
+    hparams = cli.datamodule.hparams
+    assert hparams["source"] == "SyntheticPopulation" and hparams["support_size"] == 5

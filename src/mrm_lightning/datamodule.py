@@ -86,6 +86,10 @@ class EpisodicDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        # the data settings sit beside the model's in TensorBoard's HPARAMS view; the source
+        # by its class name (its own settings are in the run's config.yaml)
+        self.save_hyperparameters(ignore=["source"])
+        self.hparams["source"] = type(source).__name__
         check_size("data.support_size", support_size, least=0)
         if query_size is not None:
             check_size("data.query_size", query_size, least=1)

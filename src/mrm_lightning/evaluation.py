@@ -122,6 +122,11 @@ class AdaptiveEvaluation:
         self.selected_lr_scale.fill_(0.0 if best == warm else scales[best])
         self.selection_accuracy.copy_(torch.tensor(results["all"][: len(scales)]))
         self.log("val/selected_lr_scale", self.selected_lr_scale.clone())
+        # TensorBoard's HPARAMS view compares runs on hp_metric: the selected validation
+        # user-level accuracy, kept in a buffer so the test of this checkpoint logs it again
+        # (after the -1 placeholder the logger writes when each fit or test starts)
+        self.selected_val_accuracy.fill_(results["all"][best])
+        self.log("hp_metric", self.selected_val_accuracy.clone())
         self.log("val/selected_warm_start", self.selected_warm_start.float())
         if count > warm:
             self.log("val/user_acc_warm_start", torch.tensor(results["all"][warm]))
@@ -180,6 +185,7 @@ class AdaptiveEvaluation:
                     )
 
     def on_test_epoch_end(self) -> None:
+        self.log("hp_metric", self.selected_val_accuracy.clone())
         for group in ("seen", "unseen"):
             metrics = self.test_metrics[group]
             adapted = metrics["user_acc"].per_user_values()  # collective under DDP: all ranks

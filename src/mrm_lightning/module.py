@@ -126,6 +126,7 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         self.test_metrics, self.val_metrics = evaluation_metrics(len(adaptation_lr_scales))
         # the adaptation strength chosen on validation, saved in every checkpoint
         self.register_buffer("selected_lr_scale", torch.tensor(1.0))
+        self.register_buffer("selected_val_accuracy", torch.tensor(float("nan")))
         self.register_buffer(
             "selection_accuracy", torch.full((len(adaptation_lr_scales),), float("nan"))
         )
