@@ -227,6 +227,9 @@ class Broken:
     def embed(self, items):
         raise RuntimeError("boom\nsecond line of a long story")
 
+    def score_items(self, items, profiles):
+        return self.embed(items)
+
 
 def test_an_unexpected_failure_is_a_500_with_one_line_and_no_traceback(tmp_path):
     with serving_in_a_thread(create_app(Broken(), tmp_path / "p.db")) as base:

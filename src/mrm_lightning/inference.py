@@ -339,11 +339,31 @@ class PersonalizedRewardModel:
         history: Sequence = (),
     ) -> list[float]:
         """The user's reward of each response to ``prompt`` (no profile: the prior)."""
-        if profile is not None:
-            self.check_profile(profile)  # before any encoding
         turns = tuple((str(r), str(c)) for r, c in _turns(history))
-        vectors = self.embed([(turns, prompt, response) for response in responses])
-        return self.score_embeddings(vectors, profile)
+        items = [(turns, prompt, response) for response in responses]
+        return self.score_items(items, [profile] * len(items))
+
+    def score_items(
+        self, items: Sequence[TextInput], profiles: Sequence[UserProfile | None]
+    ) -> list[float]:
+        """The reward of each (history, prompt, response) under its own profile (None: the
+        prior), in one encode call. Each distinct profile is checked once, before any
+        encoding; items sharing a profile are scored together (the server and TRL use this
+        for batches of many users)."""
+        if len(items) != len(profiles):
+            raise ValueError(f"{len(items)} items but {len(profiles)} profiles")
+        groups: dict[int, tuple[UserProfile | None, list[int]]] = {}
+        for row, profile in enumerate(profiles):
+            groups.setdefault(id(profile), (profile, []))[1].append(row)
+        for profile, _ in groups.values():
+            if profile is not None:
+                self.check_profile(profile)
+        vectors = self.embed(list(items))  # [N, D]
+        rewards = [0.0] * len(items)
+        for profile, rows in groups.values():
+            for row, reward in zip(rows, self.score_embeddings(vectors[rows], profile)):
+                rewards[row] = reward
+        return rewards
 
     def rank(
         self,

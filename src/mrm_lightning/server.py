@@ -51,7 +51,6 @@ from pydantic import BaseModel, ConfigDict
 
 from .inference import PersonalizedRewardModel
 from .profiles import ProfileError, ProfileStore, UserProfile
-from .trl_reward import score_items
 from .use_cli import _Parser, fail
 
 logger = logging.getLogger("mrm_lightning.server")
@@ -141,7 +140,7 @@ def create_app(
             raise HTTPException(404, f"no profile of user {named} (--unknown-user error)")
         items = [((), p, response_of(q, p)) for q, p in zip(body.query, body.prompts)]
         try:
-            scores = score_items(model, items, [found[u] for u in users])
+            scores = model.score_items(items, [found[u] for u in users])
         except ValueError as error:
             raise HTTPException(400, str(error)) from None
         names = [PRIOR if found[u] is None else u for u in users]

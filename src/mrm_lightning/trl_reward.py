@@ -71,31 +71,6 @@ def text_input(prompt: str | Sequence[Mapping], completion: str | Sequence[Mappi
     return history, text, "\n".join(replies)
 
 
-def score_items(
-    model: PersonalizedRewardModel,
-    items: Sequence[TextInput],
-    profiles: Sequence[UserProfile | None],
-) -> list[float]:
-    """The reward of each item under its own profile (None: the prior), in one encode call.
-
-    Each distinct profile is checked once, before any encoding; items sharing a profile are
-    scored together. Shared by :class:`MRMRewardFunction` and the reward server."""
-    if len(items) != len(profiles):
-        raise ValueError(f"{len(items)} items but {len(profiles)} profiles")
-    groups: dict[int, tuple[UserProfile | None, list[int]]] = {}
-    for row, profile in enumerate(profiles):
-        groups.setdefault(id(profile), (profile, []))[1].append(row)
-    for profile, _ in groups.values():
-        if profile is not None:
-            model.check_profile(profile)
-    vectors = model.embed(list(items))  # [N, D]
-    rewards = [0.0] * len(items)
-    for profile, rows in groups.values():
-        for row, reward in zip(rows, model.score_embeddings(vectors[rows], profile)):
-            rewards[row] = reward
-    return rewards
-
-
 class MRMRewardFunction:
     """A ``reward_funcs`` entry for TRL's ``GRPOTrainer`` (or any ``(prompts, completions,
     **columns) -> list[float]`` caller).
@@ -157,4 +132,4 @@ class MRMRewardFunction:
                 found[key] = self.profile(key)
         profiles = [found[None if u is None else str(u)] for u in users]
         items = [text_input(p, c) for p, c in zip(prompts, completions)]
-        return score_items(self.model, items, profiles)
+        return self.model.score_items(items, profiles)
