@@ -12,44 +12,25 @@ runs must train the same model.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.subprocess_runs import REPO, TINY_FIT, subprocess_env
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 TIMEOUT_S = 300
-# variables a launcher around pytest might have set; the DDP run must pick its own.
-DIST_ENV = (
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "NODE_RANK",
-    "LOCAL_WORLD_SIZE",
-    "GROUP_RANK",
-)
 
 
 def run_fit(out: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
     """`mrm fit --config configs/tiny.yaml` with logs under ``out``; returns the probe folder."""
     probe = out / "probe"
-    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    env = subprocess_env()
     command = [
-        sys.executable,
-        "-m",
-        "mrm_lightning",
-        "fit",
-        "--config",
-        "configs/tiny.yaml",
+        *TINY_FIT,
         "--trainer.accelerator",
         "cpu",
         "--trainer.max_epochs",

@@ -9,26 +9,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.subprocess_runs import REPO, TINY_FIT
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
 
 
 def start(out: Path, hash_seed: str) -> subprocess.Popen:
     command = [
-        sys.executable,
-        "-m",
-        "mrm_lightning",
-        "fit",
-        "--config",
-        "configs/tiny.yaml",
+        *TINY_FIT,
         "--test_after_fit",
         "true",
         "--trainer.logger.init_args.save_dir",

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,12 +23,10 @@ from mrm_lightning.datamodule import EpisodicDataModule
 from mrm_lightning.episodes import MetaTrainBatches
 from mrm_lightning.rpo import RobustPersonalization
 from mrm_lightning.synthetic import SyntheticPopulation
+from tests.subprocess_runs import REPO, TINY_FIT, subprocess_env
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 TIMEOUT_S = 300
 STEPS_PER_EPOCH, EPOCHS, EVERY = 6, 5, 5  # 12 meta-training users / 2 per batch
-DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
 
 
 # ------------------------------------------------------------------ the pieces, fast
@@ -105,12 +102,7 @@ def test_atomic_checkpoint_io_keeps_the_previous_file_when_a_save_fails(tmp_path
 # ------------------------------------------------------------ real runs, killed, slow
 def fit_command(save_dir: Path, *args: str) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "mrm_lightning",
-        "fit",
-        "--config",
-        "configs/tiny.yaml",
+        *TINY_FIT,
         "--trainer.max_epochs",
         str(EPOCHS),
         "--data.users_per_batch",
@@ -130,8 +122,7 @@ def fit_command(save_dir: Path, *args: str) -> list[str]:
 
 
 def start(command: list[str], log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    env = subprocess_env()
     # its own process group: killing it kills every DDP process, as losing the node would
     return subprocess.Popen(
         command, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
