@@ -40,6 +40,25 @@ def test_base_functions_shapes_scale_and_mlp_option():
     assert BaseRewardFunctions(4, 3, hidden_dim=8)(h).shape == (2, 5, 3)
 
 
+@pytest.mark.parametrize("hidden_dim", [0, 8])
+def test_scaling_outputs_or_weights_equals_scaling_the_embeddings(hidden_dim):
+    # the head never scales (copies) the embeddings; values and gradients are as if it did
+    torch.manual_seed(0)
+    head = BaseRewardFunctions(6, 3, hidden_dim=hidden_dim, input_scale=0.01)
+    head.fitted_scale.fill_(7.0)
+    h = torch.randn(2, 5, 6)
+    got = head(h)
+    got_grads = torch.autograd.grad(got.square().sum(), list(head.parameters()))
+    want = head.net(h * 0.07)
+    want_grads = torch.autograd.grad(want.square().sum(), list(head.parameters()))
+    torch.testing.assert_close(got, want)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w)
+    assert list(head.state_dict()) == ["fitted_scale"] + [
+        f"net.{name}" for name, _ in head.net.named_parameters()
+    ]
+
+
 def test_warmup_cosine_by_hand():
     # 100 steps, 10 of warm-up: 0.1, 0.2, ... 1.0, then a half cosine from 1 to 0.
     assert warmup_cosine(0, 100, 0.1) == pytest.approx(0.1)
