@@ -76,7 +76,13 @@ from mrm_lightning.heads import combine
 from mrm_lightning.losses import bradley_terry_loss
 from mrm_lightning.maml import ADAM_BETAS, ADAM_EPS, adapt_per_user
 from mrm_lightning.module import MetaRewardModel
-from mrm_lightning.preferences import PreferenceData, PreferenceSource
+from mrm_lightning.preferences import (
+    CompactEmbeddings,
+    EmbeddingDtype,
+    PreferenceData,
+    PreferenceSource,
+    table_bytes,
+)
 from mrm_lightning.splits import TEST, VAL
 from mrm_lightning.synthetic import SyntheticPopulation
 
@@ -102,6 +108,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, default=0.1, help="units held for validation")
     p.add_argument("--test-fraction", type=float, default=0.3, help="units held for test")
     p.add_argument("--eval-batch", type=int, default=128, help="users adapted together in eval")
+    p.add_argument(
+        "--embedding-dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default="float32",
+        help="data.embedding_dtype: how the table is stored (arithmetic stays float32)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats of each measurement")
     p.add_argument("--warmup", type=int, default=1, help="untimed repeats first")
@@ -131,8 +143,11 @@ class TimedSource(PreferenceSource):
         self.load_seconds = float("nan")
 
     def load(self) -> PreferenceData:
+        return self.load_as("float32")
+
+    def load_as(self, dtype: EmbeddingDtype) -> PreferenceData:
         start = time.perf_counter()
-        data = self.source.load()
+        data = self.source.load_as(dtype)
         self.load_seconds = time.perf_counter() - start
         return data
 
@@ -155,6 +170,7 @@ def build(args: argparse.Namespace) -> tuple[EpisodicDataModule, MetaRewardModel
         test_fraction=args.test_fraction,
         max_train_pairs_unseen=None,  # PRISM's protocol caps no user's training pairs
         min_pairs_per_user=2,
+        embedding_dtype=args.embedding_dtype,
         seed=args.seed,
     )
     dm.setup("fit")
@@ -290,7 +306,8 @@ def check_same_gradients(models: dict[str, MetaRewardModel], batch: Batch) -> fl
 def episode_rows(dm: EpisodicDataModule, loader: DataLoader, users: list[int]) -> Tensor:
     """``[N]`` distinct embedding rows that these users' epoch-0 episodes read."""
     data, tasks = dm.data, loader.dataset
-    pairs = torch.cat([torch.cat(tasks.episode(u, 0)) for u in users])
+    support, support_mask, query, query_mask = tasks.episodes(torch.tensor(users), 0)
+    pairs = torch.cat([support[support_mask], query[query_mask]])
     return torch.unique(torch.cat([data.chosen[pairs], data.rejected[pairs]]))
 
 
@@ -299,10 +316,10 @@ def next_on_device(batches: Iterator[Batch], device: torch.device) -> Batch:
     return move_data_to_device(next(batches), device)
 
 
-def sample_episodes(tasks: MetaTrainBatches, users: list[int]) -> None:
+def sample_episodes(tasks: MetaTrainBatches, users: list[int], per_batch: int) -> None:
     """Only the episode sampling of the data path (support / query split, no gathering)."""
-    for user in users:
-        tasks.episode(user, 0)
+    for start in range(0, len(users), per_batch):
+        tasks.episodes(torch.tensor(users[start : start + per_batch]), 0)
 
 
 def bench_meta_training(
@@ -334,7 +351,7 @@ def bench_meta_training(
             for name in names[i % len(names) :] + names[: i % len(names)]:  # rotating order
                 args_ = (ENGINES[name], models[name], optimizers[name], batch)
                 total[name] += timed(device, meta_step, *args_)[0]
-        total["sampling"] = timed(device, sample_episodes, tasks, users)[0]
+        total["sampling"] = timed(device, sample_episodes, tasks, users, args.meta_batch)[0]
         models["framework"].train_accuracy.reset()  # a Trainer resets it every epoch
         if repeat >= args.warmup:
             for key, seconds in total.items():
@@ -433,16 +450,20 @@ def bench_evaluation(
 def lower_bound(
     dm: EpisodicDataModule, model: MetaRewardModel, rows: Tensor, args: argparse.Namespace
 ) -> list[float]:
-    """Seconds to read the epoch's N rows once and apply the base functions to them."""
+    """Seconds to read the epoch's N rows once, as stored, and apply the base functions to
+    them in float32 (a compact table's rows are cast on the way, as training casts them)."""
     device = torch.device(args.device)
-    table = dm.data.embeddings.to(device)  # [T, D], moved once (a no-op on the CPU)
+    stored = dm.data.embeddings
+    compact = isinstance(stored, CompactEmbeddings)
+    table = (stored.table if compact else stored).to(device)  # [T, D], moved once
     index = rows.to(device)  # [N]
-    buffer = torch.empty(len(rows), table.shape[1], device=device)  # [N, D]
+    buffer = torch.empty(len(rows), table.shape[1], dtype=table.dtype, device=device)  # [N, D]
     weight = model.base_rewards.net.weight.detach().to(device)  # [K, D]
 
     def once() -> Tensor:
-        torch.index_select(table, 0, index, out=buffer)  # the copy: N * D * 4 bytes
-        return buffer @ weight.T  # [N, K]
+        torch.index_select(table, 0, index, out=buffer)  # the copy: N * D * itemsize bytes
+        # [K, D] @ [D, N]: the faster order of this product on CPU (as the head computes it)
+        return weight @ (buffer.float() if compact else buffer).T  # [K, N]
 
     runs = [timed(device, once)[0] for _ in range(args.warmup + args.repeats + 2)]
     return runs[args.warmup + 2 :]
@@ -457,6 +478,12 @@ def device_name(device: torch.device) -> str:
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     return models[0] if models else platform.processor() or platform.machine()
+
+
+def stored_dtype(dm: EpisodicDataModule) -> torch.dtype:
+    """The dtype the data module keeps its embedding table in."""
+    stored = dm.data.embeddings
+    return stored.table.dtype if isinstance(stored, CompactEmbeddings) else stored.dtype
 
 
 def peak_rss_bytes() -> int:
@@ -482,7 +509,11 @@ def summarize(args, dm, source, setup, train, epochs, bound, evaluation, rows) -
         "cpu_threads": torch.get_num_threads(),
         "load_seconds": source.load_seconds,
         "setup_seconds": setup["seconds"],
-        "table_bytes": dm.data.embeddings.numel() * dm.data.embeddings.element_size(),
+        "embedding_dtype": args.embedding_dtype,
+        "pairs": dm.data.num_pairs,
+        "table_bytes": table_bytes(dm.data.embeddings),
+        "table_bytes_per_million_pairs": table_bytes(dm.data.embeddings) / dm.data.num_pairs * 1e6,
+        "peak_memory_bytes_per_million_pairs": (cuda_peak or rss) / dm.data.num_pairs * 1e6,
         "meta_train_users_per_epoch": users,
         "meta_batches_per_epoch": users // args.meta_batch,
         "episode_pairs_per_user": train["episode_shape"],
@@ -499,7 +530,7 @@ def summarize(args, dm, source, setup, train, epochs, bound, evaluation, rows) -
         "trainer_epoch_seconds": epoch_s,
         "trainer_users_per_second": users / epoch_s,
         "lower_bound_rows": len(rows),
-        "lower_bound_bytes": len(rows) * args.dim * 4,
+        "lower_bound_bytes": len(rows) * args.dim * torch.finfo(stored_dtype(dm)).bits // 8,
         "lower_bound_seconds": bound_s,
         "epoch_over_lower_bound": epoch_s / bound_s,
         "eval_seconds": eval_s,
@@ -529,7 +560,9 @@ def print_table(r: dict) -> None:
         f"\n{s['users']} users x {s['pairs']} pairs x {s['dim']}-d, K={s['k']}, "
         f"{s['steps']} inner {s['inner_optimizer']} step(s), on {r['device_name']} "
         f"({r['cpu_threads']} CPU threads, torch {r['torch_version']})\n"
-        f"table {r['table_bytes'] / 2**30:.2f} GiB: SyntheticPopulation.load "
+        f"table {r['table_bytes'] / 2**30:.2f} GiB in {r['embedding_dtype']} ("
+        f"{r['table_bytes_per_million_pairs'] / 2**30:.1f} GiB per million pairs): "
+        f"SyntheticPopulation.load "
         f"{r['load_seconds']:.1f} s, rest of setup {r['setup_seconds']:.1f} s\n"
         f"episode pairs per user: support {shape['support_real']:.1f} (padded to "
         f"{shape['support_padded']:.1f}), query {shape['query_real']:.1f} (padded to "
@@ -556,7 +589,7 @@ def print_table(r: dict) -> None:
         f"\nepoch of Trainer.fit        {r['trainer_epoch_seconds']:9.3f} s\n"
         f"lower bound                 {r['lower_bound_seconds']:9.5f} s   (copy "
         f"{r['lower_bound_rows']} rows = {r['lower_bound_bytes'] / 2**20:.1f} MiB, then "
-        f"[N, D] @ [D, K])\nepoch / lower bound         {r['epoch_over_lower_bound']:9.0f} x"
+        f"[K, D] @ [D, N])\nepoch / lower bound         {r['epoch_over_lower_bound']:9.1f} x"
     )
     ev, eu = r["eval_seconds"], r["eval_users"]
     print(
@@ -569,6 +602,9 @@ def print_table(r: dict) -> None:
         f"(ru_maxrss: whole process, data generation included; "
         f"{r['peak_rss_after_setup_bytes'] / 2**30:.2f} GiB by the end of setup)"
         + (f"; CUDA {cuda / 2**30:.2f} GiB allocated" if cuda is not None else "")
+        + f"\n                            "
+        f"{r['peak_memory_bytes_per_million_pairs'] / 2**30:9.2f} GiB per million pairs "
+        f"({r['pairs']} pairs)"
     )
 
 

@@ -60,3 +60,12 @@ def test_the_three_engines_give_the_same_meta_gradient(bench, inner_optimizer):
     batch = next(iter(dm.train_dataloader()))
     models = {name: bench.copy.deepcopy(model) for name in bench.ENGINES}
     assert bench.check_same_gradients(models, batch) < 1e-4
+
+
+def test_a_compact_table_is_reported_at_its_size(bench):
+    half = bench.main([*TINY, "--embedding-dtype", "float16"])
+    assert half["embedding_dtype"] == "float16" and half["pairs"] == 24 * 12
+    assert half["table_bytes"] == 24 * 12 * 2 * 8 * 2  # pairs x 2 rows x D x 2 bytes
+    assert half["table_bytes_per_million_pairs"] == pytest.approx(2 * 8 * 2 * 1e6)
+    assert half["lower_bound_bytes"] == half["lower_bound_rows"] * 8 * 2
+    assert half["gradient_relative_gap"] < 1e-3

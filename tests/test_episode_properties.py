@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mrm_lightning import EpisodicDataModule
-from mrm_lightning.episodes import can_make_episode, sample_support_query
 from mrm_lightning.preferences import PreferenceData, PreferenceSource
+from mrm_lightning.sampling import can_make_episode, sample_support_query
 
 unit_sizes = st.lists(st.integers(1, 12), min_size=1, max_size=15)
 sizes = st.one_of(st.integers(0, 60), st.floats(0.01, 0.99))

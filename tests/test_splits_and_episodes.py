@@ -3,14 +3,9 @@
 import pytest
 import torch
 
-from mrm_lightning.episodes import (
-    EvalBatches,
-    MetaTrainBatches,
-    collate_pairs,
-    resolve_size,
-    sample_support_query,
-)
+from mrm_lightning.episodes import EvalBatches, MetaTrainBatches, collate_pairs
 from mrm_lightning.preferences import PreferenceData
+from mrm_lightning.sampling import hash_keys, resolve_size, sample_support_query
 from mrm_lightning.splits import (
     TEST,
     TRAIN,
@@ -244,3 +239,30 @@ def test_support_sizes_drawn_from_a_range_cover_it_and_are_seeded():
     drawn = sizes(0)
     assert min(drawn) >= 1 and max(drawn) <= 8 and len(set(drawn)) > 3
     assert drawn == sizes(0) and drawn != sizes(1)
+
+
+def test_a_users_episode_is_the_same_in_any_meta_batch():
+    data = shared_unit_data()  # units of 3 pairs
+    tasks = MetaTrainBatches(data, train_pairs_of(data), torch.arange(12), 3, 6, None, seed=0)
+    users = [5, 2, 9]
+    support, support_mask, query, query_mask = tasks.episodes(torch.tensor(users), epoch=1)
+    assert support_mask.sum(1).tolist() == [6, 6, 6]  # two whole units reach 6 pairs
+    assert query_mask.sum(1).tolist() == [24, 24, 24]
+    for i, user in enumerate(users):
+        alone = tasks.episode(user, 1)
+        assert torch.equal(support[i][support_mask[i]], alone[0])
+        assert torch.equal(query[i][query_mask[i]], alone[1])
+        assert (data.user[alone[0]] == user).all() and (data.user[alone[1]] == user).all()
+        assert set(data.unit[alone[0]].tolist()).isdisjoint(data.unit[alone[1]].tolist())
+    assert not torch.equal(tasks.episode(5, 2)[0], tasks.episode(5, 1)[0])
+
+
+def test_episode_keys_are_pinned():
+    # every episode (so every documented result) depends on these numbers: a change to the
+    # hash is a change to the sampling, on purpose or not
+    assert hash_keys(0, 0, torch.tensor([1, 2, 3]), 1).tolist() == [
+        52431074,
+        1799612214,
+        1317260958,
+    ]
+    assert int(hash_keys(7)) == 148231923 and int(hash_keys(2**40 + 5, 3)) == 2117312069

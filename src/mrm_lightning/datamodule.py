@@ -12,8 +12,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .episodes import EvalBatches, MetaTrainBatches, Size, can_make_episode, resolve_size
-from .preferences import PreferenceData, PreferenceSource
+from .episodes import EvalBatches, MetaTrainBatches
+from .preferences import EmbeddingDtype, PreferenceData, PreferenceSource
+from .sampling import Size, can_make_episode, resolve_size
 from .splits import TEST, TRAIN, UNUSED, VAL, SplitSummary, split_pairs
 from .synthetic import SyntheticPopulation
 
@@ -83,6 +84,7 @@ class EpisodicDataModule(LightningDataModule):
         use_given_split: bool = False,
         validation_users: float = 0.0,
         users_without_train_pairs: Literal["exclude", "prior"] = "exclude",
+        embedding_dtype: EmbeddingDtype = "float32",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -116,6 +118,12 @@ class EpisodicDataModule(LightningDataModule):
                 f"{users_without_train_pairs!r}"
             )
         self.users_without_train_pairs = users_without_train_pairs
+        if embedding_dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(
+                "data.embedding_dtype must be 'float32', 'float16' or 'bfloat16', got "
+                f"{embedding_dtype!r}"
+            )
+        self.embedding_dtype = embedding_dtype
         self.source = source
         self.users_per_batch, self.support_size, self.query_size = (
             users_per_batch,
@@ -157,7 +165,13 @@ class EpisodicDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
-        data = self.source.load().validate(origin=type(self.source).__name__)
+        source = self.source
+        data = (
+            source.load()
+            if self.embedding_dtype == "float32"
+            else source.load_as(self.embedding_dtype)
+        )
+        data = data.validate(origin=type(source).__name__)
         split = split_pairs(data, **self.split_settings)
         self.data, self.split = data, split
         users = torch.cat([split.seen_users, split.unseen_users, split.validation_users])

@@ -17,58 +17,29 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import IterableDataset
 
 from .preferences import PreferenceData
-
-Size = int | float
-
-
-def resolve_size(size: Size, available: int) -> int:
-    """A count stays a count; a fraction in (0, 1) becomes ``round(size * available)`` (>= 1)."""
-    if isinstance(size, float) and not size.is_integer():
-        if not 0.0 < size < 1.0:
-            raise ValueError(f"a fractional size must be in (0, 1), got {size}")
-        return max(1, round(size * available))
-    return int(size)
+from .sampling import Size, hash_keys, resolve_sizes, split_by_units
 
 
-def sample_support_query(
-    units: Tensor, support_size: Size, query_size: Size | None, gen: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """Split one user's training pairs into support and query by whole units.
+def gather_rows(embeddings, rows: Tensor) -> Tensor:
+    """``[N]`` table rows -> ``[N, D]`` float32, in one indexing operation."""
+    if isinstance(embeddings, Tensor):
+        return torch.index_select(embeddings, 0, rows).float()
+    return embeddings[rows]  # a memory-mapped or compact table (preferences.py)
 
-    Units are shuffled; each joins the support while the support holds fewer than
-    ``support_size`` pairs, except the last unit of the order, which always goes to the query.
-    So any user with two or more units gets an episode, with a smaller support than asked when
-    its units are large; the query is capped at ``query_size`` pairs (None: all of them).
-    Returns positions into ``units``. Raises ValueError when all pairs form one unit.
-    """
-    available = len(units)
-    num_support = resolve_size(support_size, available)
-    _, pair_unit = torch.unique(units, return_inverse=True)
-    num_units = int(pair_unit.max()) + 1 if available else 0
-    if num_units < 2:
-        raise ValueError(
-            f"an episode needs pairs from at least 2 units (posts, conversations...); "
-            f"these {available} pairs form {num_units}"
+
+def gather_pairs(data: PreferenceData, index: Tensor, mask: Tensor, prefix: str) -> dict:
+    """Embeddings of ``[B, P]`` padded pair indices as ``[B, P, D]`` tensors, plus the mask."""
+    flat = index.reshape(-1)
+    batch = {
+        f"{prefix}_{side}": gather_rows(data.embeddings, rows[flat]).view(
+            *index.shape, data.embedding_dim
         )
-    unit_order = torch.randperm(num_units, generator=gen)
-    pairs_per_unit = torch.bincount(pair_unit)[unit_order]
-    # a unit joins the support iff the support still had room when its turn came.
-    pairs_before = torch.cumsum(pairs_per_unit, 0) - pairs_per_unit
-    joins = pairs_before < num_support
-    joins[-1] = False  # the last unit is always query: an episode never runs out of query pairs
-    unit_in_support = torch.zeros(num_units, dtype=torch.bool)
-    unit_in_support[unit_order] = joins
-    in_support = unit_in_support[pair_unit]
-    shuffled = torch.randperm(available, generator=gen)
-    support, query = shuffled[in_support[shuffled]], shuffled[~in_support[shuffled]]
-    if query_size is not None:
-        query = query[: resolve_size(query_size, len(query))]
-    return support, query
-
-
-def can_make_episode(units: Tensor) -> bool:
-    """Whether :func:`sample_support_query` can split these pairs (two or more units)."""
-    return len(torch.unique(units)) >= 2
+        for side, rows in (("chosen", data.chosen), ("rejected", data.rejected))
+    }
+    batch[f"{prefix}_mask"] = mask
+    if data.oracle_margin is not None:
+        batch[f"{prefix}_oracle_margin"] = data.oracle_margin[index]
+    return batch
 
 
 def collate_pairs(
@@ -84,14 +55,7 @@ def collate_pairs(
         )
     else:  # a batch of no users (a process with nothing to evaluate under DDP)
         index, mask = torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.bool)
-    batch = {
-        f"{prefix}_chosen": data.embeddings[data.chosen[index]],
-        f"{prefix}_rejected": data.embeddings[data.rejected[index]],
-        f"{prefix}_mask": mask,
-    }
-    if data.oracle_margin is not None:
-        batch[f"{prefix}_oracle_margin"] = data.oracle_margin[index]
-    return batch
+    return gather_pairs(data, index, mask, prefix)
 
 
 def _seeded(*parts: int) -> torch.Generator:
@@ -99,6 +63,17 @@ def _seeded(*parts: int) -> torch.Generator:
     for part in parts:  # a fixed mixing of the parts, stable across processes and runs
         seed = (seed * 1_000_003 + int(part)) % (2**63 - 1)
     return torch.Generator().manual_seed(seed)
+
+
+def pad_by_rank(owner: Tensor, rank: Tensor, values: Tensor, users: int) -> tuple[Tensor, Tensor]:
+    """``values[i]`` at ``[owner[i], rank[i]]`` of a ``[B, P]`` tensor (P = most ranks), and
+    the mask of the places filled."""
+    width = int(rank.max()) + 1 if len(rank) else 0
+    index = torch.zeros(users, width, dtype=torch.long)
+    mask = torch.zeros(users, width, dtype=torch.bool)
+    index[owner, rank] = values
+    mask[owner, rank] = True
+    return index, mask
 
 
 class MetaTrainBatches(IterableDataset):
@@ -140,18 +115,46 @@ class MetaTrainBatches(IterableDataset):
             query_size,
         )
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+        # every user's training pairs laid end to end, once: a meta-batch's episodes are then
+        # drawn in a few tensor operations (:meth:`episodes`), with no loop over its users
+        self.lengths = torch.tensor([len(train_pairs[int(u)]) for u in users], dtype=torch.long)
+        self.starts = torch.cumsum(self.lengths, 0) - self.lengths
+        self.flat_pairs = torch.cat([train_pairs[int(u)] for u in users] + [users[:0]])
+        self.position = torch.full((int(users.max()) + 1 if len(users) else 0,), -1)
+        self.position[users] = torch.arange(len(users))
 
     def __len__(self) -> int:
         return len(self.users) // (self.users_per_batch * self.world_size)
 
+    def episodes(self, users: Tensor, epoch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Episodes of ``[B]`` users: support pairs ``[B, S]`` and mask, query pairs ``[B, Q]``
+        and mask (pair indices, 0 where padded). A user's episode depends only on
+        ``(seed, epoch, user)``: its random keys hash exactly these (and its pairs)."""
+        position = self.position[users]  # [B]
+        lengths = self.lengths[position]
+        owner = torch.repeat_interleave(torch.arange(len(users)), lengths)  # [M]
+        offset = torch.arange(len(owner)) - (torch.cumsum(lengths, 0) - lengths)[owner]
+        pairs = self.flat_pairs[self.starts[position][owner] + offset]  # [M] pair rows
+        unit, user_of = self.data.unit[pairs], users[owner]
+        prefix = hash_keys(self.seed, epoch)
+        if self.support_size_min is None:
+            num_support = resolve_sizes(self.support_size, lengths)
+        else:  # uniform in [support_size_min, support_size]
+            span = int(self.support_size) - self.support_size_min + 1
+            num_support = self.support_size_min + hash_keys(prefix, users, 0) % span
+        unit_key = hash_keys(prefix, user_of, unit, 1)
+        pair_key = hash_keys(prefix, user_of, pairs, 2)
+        side, rank = split_by_units(unit, owner, num_support, self.query_size, unit_key, pair_key)
+        support, query = side == 0, side == 1
+        return (
+            *pad_by_rank(owner[support], rank[support], pairs[support], len(users)),
+            *pad_by_rank(owner[query], rank[query], pairs[query], len(users)),
+        )
+
     def episode(self, user: int, epoch: int) -> tuple[Tensor, Tensor]:
-        pairs = self.train_pairs[user]
-        gen = _seeded(self.seed, epoch, user)
-        size = self.support_size
-        if self.support_size_min is not None:
-            size = int(torch.randint(self.support_size_min, int(size) + 1, (), generator=gen))
-        support, query = sample_support_query(self.data.unit[pairs], size, self.query_size, gen)
-        return pairs[support], pairs[query]
+        """One user's support and query pairs (as in every meta-batch it is part of)."""
+        support, support_mask, query, query_mask = self.episodes(torch.tensor([user]), epoch)
+        return support[support_mask], query[query_mask]
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         epoch = self.epoch()
@@ -165,10 +168,10 @@ class MetaTrainBatches(IterableDataset):
         for step in range(first, len(self)):
             start = step * width + self.rank * self.users_per_batch
             users = order[start : start + self.users_per_batch]
-            support, query = zip(*(self.episode(int(u), epoch) for u in users))
+            support, support_mask, query, query_mask = self.episodes(users, epoch)
             yield {
-                **collate_pairs(self.data, support, "support"),
-                **collate_pairs(self.data, query, "query"),
+                **gather_pairs(self.data, support, support_mask, "support"),
+                **gather_pairs(self.data, query, query_mask, "query"),
                 "user": users,
             }
 

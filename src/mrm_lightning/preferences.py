@@ -6,10 +6,14 @@ splits, episodes and baselines only ever see this one structure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 from torch import Tensor
+
+#: how a data module stores the embedding table (``data.embedding_dtype``)
+EmbeddingDtype = Literal["float32", "float16", "bfloat16"]
 
 
 @dataclass
@@ -30,8 +34,9 @@ class PreferenceData:
         given_split: ``[P]`` the source's own TRAIN / TEST label of each pair (-1: none), for
             protocols that keep a release's splits (Reddit TL;DR); None when the source has none.
 
-    ``embeddings`` may also be a memory-mapped table (``cache.ArrowEmbeddings``): anything with
-    ``shape``, ``len`` and row gathering by an integer tensor.
+    ``embeddings`` may also be a memory-mapped table (``cache.ArrowEmbeddings``) or a compact
+    one (:class:`CompactEmbeddings`): anything with ``shape``, ``len`` and row gathering by an
+    integer tensor, which returns float32 rows.
     """
 
     embeddings: Tensor
@@ -117,6 +122,53 @@ def nonfinite_rows(embeddings, block: int = 65536) -> Tensor:
     return torch.cat(bad) if bad else torch.empty(0, dtype=torch.long)
 
 
+class CompactEmbeddings:
+    """A ``[T, D]`` table kept in float16 or bfloat16 (half of float32's memory), read as float32.
+
+    Gathering rows (``table[index]``) casts only the rows gathered, so every computation on
+    them stays in float32; only the stored values are rounded (float16: 11 significant bits,
+    bfloat16: 8, with float32's range).
+    """
+
+    def __init__(self, table: Tensor) -> None:
+        if table.ndim != 2 or table.dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"need a [T, D] float16 or bfloat16 table, got {table.dtype}")
+        self.table = table
+        self.shape, self.ndim, self.dtype = table.shape, 2, torch.float32
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Tensor) -> Tensor:
+        index = torch.as_tensor(index)
+        rows = torch.index_select(self.table, 0, index.reshape(-1)).float()  # [N, D]
+        return rows.view(*index.shape, self.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return self.table.numel() * self.table.element_size()
+
+
+def table_bytes(embeddings) -> int:
+    """Memory held by an embedding table (0 for a memory-mapped one, which stays on disk)."""
+    if isinstance(embeddings, Tensor):
+        return embeddings.numel() * embeddings.element_size()
+    return getattr(embeddings, "nbytes", 0)
+
+
+def store_as(data: PreferenceData, dtype: EmbeddingDtype, block: int = 65536) -> PreferenceData:
+    """``data`` with its table stored in ``dtype``, converted ``block`` rows at a time
+    (float32: unchanged). A float32 table is freed once nothing else refers to it."""
+    if dtype == "float32" or isinstance(data.embeddings, CompactEmbeddings):
+        return data
+    source = data.embeddings
+    table = torch.empty(tuple(source.shape), dtype=getattr(torch, dtype))  # [T, D]
+    for start in range(0, len(source), block):
+        rows = torch.arange(start, min(start + block, len(source)))
+        table[start : start + len(rows)] = source[rows]
+    return replace(data, embeddings=CompactEmbeddings(table))
+
+
 class PreferenceSource:
     """Anything that yields :class:`PreferenceData` (the data module's ``source`` setting)."""
 
@@ -125,3 +177,9 @@ class PreferenceSource:
 
     def load(self) -> PreferenceData:
         raise NotImplementedError
+
+    def load_as(self, dtype: EmbeddingDtype) -> PreferenceData:
+        """:meth:`load`, with the table stored in ``dtype`` (the data module's
+        ``embedding_dtype``). A source that can write its table compactly from the start
+        overrides this, so that a float32 copy never exists (the synthetic population does)."""
+        return store_as(self.load(), dtype)

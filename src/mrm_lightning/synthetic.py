@@ -19,7 +19,19 @@ from __future__ import annotations
 
 import torch
 
-from .preferences import PreferenceData, PreferenceSource
+from .preferences import CompactEmbeddings, EmbeddingDtype, PreferenceData, PreferenceSource
+
+NOISE_BLOCK = 4096  # pairs whose feature noise is drawn at once (a multiple of 8: see below)
+
+
+def noise_blocks(num_pairs: int, values_per_pair: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` pair ranges that draw, one after another, exactly the numbers one
+    ``torch.randn`` of all pairs would: torch fills normals in groups of 16 values, so every
+    block but the last holds a multiple of 16 values, and the last at least 16 (or all)."""
+    starts = list(range(0, num_pairs, NOISE_BLOCK))
+    if len(starts) > 1 and (num_pairs - starts[-1]) * values_per_pair < 16:
+        starts.pop()  # a tail of under 16 values joins the block before it
+    return list(zip(starts, starts[1:] + [num_pairs], strict=True))
 
 
 class SyntheticPopulation(PreferenceSource):
@@ -107,18 +119,23 @@ class SyntheticPopulation(PreferenceSource):
         return weights, sharpness
 
     def load(self) -> PreferenceData:
+        return self.load_as("float32")
+
+    def load_as(self, dtype: EmbeddingDtype) -> PreferenceData:
+        """The population, its table written block by block straight into ``dtype``: never
+        more than one table and one block in memory (the values are float32's, rounded)."""
         gen = torch.Generator().manual_seed(self.seed)
-        basis, _ = torch.linalg.qr(
-            torch.randn(self.embedding_dim, self.num_directions, generator=gen)
-        )
+        dim = self.embedding_dim
+        basis, _ = torch.linalg.qr(torch.randn(dim, self.num_directions, generator=gen))
         weights, sharpness = self.true_user_weights(gen)
         counts = torch.randint(self.min_pairs, self.max_pairs + 1, (self.num_users,), generator=gen)
         user = torch.repeat_interleave(torch.arange(self.num_users), counts)
         num_pairs = int(counts.sum())
         latent = torch.randn(num_pairs, 2, self.num_directions, generator=gen)  # two responses
-        embeddings = latent @ basis.T + self.feature_noise * torch.randn(
-            num_pairs, 2, self.embedding_dim, generator=gen
-        )
+        table = torch.empty(num_pairs, 2, dim, dtype=getattr(torch, dtype))  # [P, 2, D]
+        for start, stop in noise_blocks(num_pairs, 2 * dim):
+            noise = torch.randn(stop - start, 2, dim, generator=gen)  # [b, 2, D]
+            table[start:stop] = latent[start:stop] @ basis.T + self.feature_noise * noise
         true_reward = sharpness[user, None] * torch.einsum("pil,pl->pi", latent, weights[user])
         margin_first = true_reward[:, 0] - true_reward[:, 1]
         first_wins = torch.rand(num_pairs, generator=gen) < torch.sigmoid(margin_first)
@@ -126,8 +143,9 @@ class SyntheticPopulation(PreferenceSource):
         chosen = torch.where(first_wins, first_row, first_row + 1)
         rejected = torch.where(first_wins, first_row + 1, first_row)
         oracle_margin = torch.where(first_wins, margin_first, -margin_first)
+        table = table.view(2 * num_pairs, dim)
         return PreferenceData(
-            embeddings=embeddings.reshape(2 * num_pairs, self.embedding_dim).float(),
+            embeddings=table if dtype == "float32" else CompactEmbeddings(table),
             user=user,
             chosen=chosen,
             rejected=rejected,
