@@ -128,8 +128,9 @@ def main(args: list[str] | None = None) -> None:
     ``mrm embed --config X`` encodes the config's text source into its cache (sharded over
     ``--trainer.devices``); ``mrm adapt`` and ``mrm score`` use a trained checkpoint
     (:mod:`mrm_lightning.use_cli`); ``mrm serve`` serves one over HTTP
-    (:mod:`mrm_lightning.server`); every other subcommand is LightningCLI's. Errors: see the
-    module docstring.
+    (:mod:`mrm_lightning.server`); ``mrm bench`` runs MRM against its peers
+    (:mod:`mrm_lightning.peers.benchmark`); every other subcommand is LightningCLI's. Errors:
+    see the module docstring.
     """
     argv = sys.argv[1:] if args is None else list(args)
     debug_before = os.environ.get(DEBUG_ENV)
@@ -194,6 +195,11 @@ def _run(argv: list[str], from_sys_argv: bool) -> None:
         from .server import serve_main
 
         serve_main(argv[1:])
+        return
+    if argv[:1] == ["bench"]:  # MRM against its peers (experiments/benchmark.py)
+        from .peers.benchmark import main as bench_main
+
+        bench_main(argv[1:])
         return
     if argv[:1] != ["embed"]:
         cli_main(None if from_sys_argv else argv)  # None: LightningCLI reads sys.argv itself
