@@ -108,7 +108,10 @@ def run_one(method: str, seed: int, args: argparse.Namespace, data_config: Path)
         "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
     if args.max_epochs is not None and method in ("lore", "pal", "vpl", "mrm", "mrm_rpo"):
+        # validation every 5 epochs as in the configs, or at the end of a shorter run
+        every = max(1, min(5, args.max_epochs))
         overrides += ["--trainer.max_epochs", str(args.max_epochs)]
+        overrides += ["--trainer.check_val_every_n_epoch", str(every)]
     config_args = method_args(method, args.config, data_config, args.peers_dir)
     cli = build(method, [*config_args, *overrides])
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
@@ -145,7 +148,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--max_epochs",
         type=int,
         default=None,
-        help="override the training epochs of the trained methods (lore, pal, vpl, MRM)",
+        help="override the training epochs of the trained methods (lore, pal, vpl, MRM); "
+        "they then validate every min(5, N) epochs",
     )
     parser.add_argument(
         "--threads",

@@ -4,7 +4,6 @@ mean and spread over seeds."""
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
@@ -63,7 +62,9 @@ class TruncatedSupport(IterableDataset):
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation over seeds (0 for one seed)."""
+    """Mean and sample standard deviation over seeds (0 for one seed; NaN propagates)."""
     values = [float(v) for v in values]
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return statistics.mean(values), spread
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
