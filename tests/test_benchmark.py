@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from mrm_lightning import RobustPersonalization
-from mrm_lightning.peers.benchmark import CONFIGS, build, main, method_args
+from mrm_lightning.peers.benchmark import CONFIGS, build, main, method_args, parse
 from mrm_lightning.peers.protocol import mean_std, truncate_support, worst_fraction_mean
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,3 +102,10 @@ def test_benchmark_end_to_end_on_the_tiny_config(tmp_path):
     assert image.size == (1100, 640)
     colours = set(image.getdata())
     assert (31, 119, 180) in colours and (255, 127, 14) in colours  # a line per method
+
+
+def test_only_data_settings_are_passed_on_to_every_method():
+    args = parse(["--out", "x", "--data.source.init_args.paths", "[a.jsonl]"])
+    assert args.data_overrides == ["--data.source.init_args.paths", "[a.jsonl]"]
+    with pytest.raises(SystemExit):  # a model setting would not fit every method's model
+        parse(["--out", "x", "--model.inner_lr", "3"])

@@ -11,7 +11,8 @@ trainer come from ``configs/peers/<method>.yaml``; ``mrm`` is the config without
 callback (``configs/peers/mrm_no_rpo.yaml``), ``mrm_rpo`` the config as it is. Every method
 chooses its checkpoint and settings on validation users only and is tested once; the few-shot
 curve then re-tests the selected model with each user's support cut to n pairs (a seeded
-subset, no retraining).
+subset, no retraining). Further ``--data.*`` arguments go to every method, e.g. the paths of
+a text source.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def run_one(method: str, seed: int, args: argparse.Namespace, data_config: Path)
         overrides += ["--trainer.max_epochs", str(args.max_epochs)]
         overrides += ["--trainer.check_val_every_n_epoch", str(every)]
     config_args = method_args(method, args.config, data_config, args.peers_dir)
-    cli = build(method, [*config_args, *overrides])
+    cli = build(method, [*config_args, *args.data_overrides, *overrides])
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
@@ -160,7 +161,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peers_dir", type=Path, default=CONFIGS / "peers", help="the peers' configs"
     )
-    return parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    for flag in rest:
+        if flag.startswith("--") and not flag.startswith("--data."):
+            parser.error(f"{flag}: only --data.* settings are passed on to every method")
+    args.data_overrides = rest
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
