@@ -53,7 +53,7 @@ def test_any_source_can_be_stored_compactly_block_by_block():
     compact = Plain().load_as("float16")
     assert torch.equal(compact.embeddings.table, full.embeddings.half())
     assert store_as(full, "float32") is full
-    blocks = store_as(full, "float16", block=7)
+    blocks = store_as(full, "float16", block_values=35)  # 7 rows at a time
     assert torch.equal(blocks.embeddings.table, compact.embeddings.table)
 
 

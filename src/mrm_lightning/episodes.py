@@ -136,14 +136,14 @@ class MetaTrainBatches(IterableDataset):
         offset = torch.arange(len(owner)) - (torch.cumsum(lengths, 0) - lengths)[owner]
         pairs = self.flat_pairs[self.starts[position][owner] + offset]  # [M] pair rows
         unit, user_of = self.data.unit[pairs], users[owner]
-        prefix = hash_keys(self.seed, epoch)
+        prefix = int(hash_keys(self.seed, epoch))  # scalars first: mixed in Python
         if self.support_size_min is None:
             num_support = resolve_sizes(self.support_size, lengths)
         else:  # uniform in [support_size_min, support_size]
             span = int(self.support_size) - self.support_size_min + 1
-            num_support = self.support_size_min + hash_keys(prefix, users, 0) % span
-        unit_key = hash_keys(prefix, user_of, unit, 1)
-        pair_key = hash_keys(prefix, user_of, pairs, 2)
+            num_support = self.support_size_min + hash_keys(prefix, 0, users) % span
+        unit_key = hash_keys(prefix, 1, user_of, unit)
+        pair_key = hash_keys(prefix, 2, user_of, pairs)
         side, rank = split_by_units(unit, owner, num_support, self.query_size, unit_key, pair_key)
         support, query = side == 0, side == 1
         return (

@@ -112,12 +112,16 @@ class PreferenceData:
         )
 
 
-def nonfinite_rows(embeddings, block: int = 65536) -> Tensor:
-    """Rows holding NaN or inf, read block by block (a memory-mapped table never fills RAM)."""
-    bad = []
+def nonfinite_rows(embeddings, block_values: int = 2**24) -> Tensor:
+    """Rows holding NaN or inf, read block by block (``block_values`` numbers at a time: a
+    memory-mapped table never fills RAM, a large one is never copied whole)."""
+    bad, block = [], max(1, block_values // max(1, embeddings.shape[1]))
     for start in range(0, len(embeddings), block):
         rows = torch.arange(start, min(start + block, len(embeddings)))
-        values = embeddings[rows]
+        if isinstance(embeddings, Tensor):
+            values = embeddings[start : start + len(rows)]  # a view, no copy
+        else:
+            values = embeddings[rows]
         bad.append(rows[(~torch.isfinite(values)).any(-1)])
     return torch.cat(bad) if bad else torch.empty(0, dtype=torch.long)
 
@@ -156,13 +160,16 @@ def table_bytes(embeddings) -> int:
     return getattr(embeddings, "nbytes", 0)
 
 
-def store_as(data: PreferenceData, dtype: EmbeddingDtype, block: int = 65536) -> PreferenceData:
-    """``data`` with its table stored in ``dtype``, converted ``block`` rows at a time
-    (float32: unchanged). A float32 table is freed once nothing else refers to it."""
+def store_as(
+    data: PreferenceData, dtype: EmbeddingDtype, block_values: int = 2**24
+) -> PreferenceData:
+    """``data`` with its table stored in ``dtype``, converted ``block_values`` numbers at a
+    time (float32: unchanged). A float32 table is freed once nothing else refers to it."""
     if dtype == "float32" or isinstance(data.embeddings, CompactEmbeddings):
         return data
     source = data.embeddings
     table = torch.empty(tuple(source.shape), dtype=getattr(torch, dtype))  # [T, D]
+    block = max(1, block_values // max(1, source.shape[1]))
     for start in range(0, len(source), block):
         rows = torch.arange(start, min(start + block, len(source)))
         table[start : start + len(rows)] = source[rows]

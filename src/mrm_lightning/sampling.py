@@ -31,15 +31,17 @@ def hash_keys(*parts: Tensor | int) -> Tensor:
 
     Episodes draw from these instead of a generator per user, so a whole meta-batch is sampled
     in a few tensor operations while each user's episode still depends only on its own parts.
+    Leading Python ints are mixed in Python (the same arithmetic), so put scalars first.
     """
-    key = torch.zeros((), dtype=torch.long)
+    key: Tensor | int = 0
     for part in parts:
-        part = torch.as_tensor(part, dtype=torch.long)
+        if not (isinstance(key, int) and isinstance(part, int)):
+            key, part = torch.as_tensor(key), torch.as_tensor(part, dtype=torch.long)
         key = ((key * 1_000_003) ^ (part & M31) ^ (part >> 31)) & M31
         for _ in range(2):  # a 32-bit integer mix (xor-shift, multiply), kept to 31 bits
             key = (((key >> 16) ^ key) * 0x45D9F3B) & M31
         key = (key >> 16) ^ key
-    return key
+    return torch.as_tensor(key)
 
 
 def split_by_units(
