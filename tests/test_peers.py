@@ -1,5 +1,6 @@
-"""Every peer method trains on a small synthetic population and beats chance on users it can
-represent; the global model, which cannot represent opposite tastes, stays at chance there."""
+"""Every benchmarked method (the peers, MRM with and without RPO) trains on a small synthetic
+population and beats chance on users it can represent; the global model, which cannot
+represent opposite tastes, stays at chance there."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-from mrm_lightning import EpisodicDataModule, SyntheticPopulation
+from mrm_lightning import (
+    EpisodicDataModule,
+    MetaRewardModel,
+    RobustPersonalization,
+    SyntheticPopulation,
+)
 from mrm_lightning.peers import PAL, VPL, FineTunedGlobal, GlobalRewardModel, LoRe, PerUserModel
 
 D = 8
@@ -54,7 +60,7 @@ def population(clusters: int, shared: float) -> EpisodicDataModule:
     )
 
 
-def fit_and_test(model, datamodule, epochs: int) -> dict[str, float]:
+def fit_and_test(model, datamodule, epochs: int, callbacks=()) -> dict[str, float]:
     seed_everything(0, verbose=False)
     closed_form = epochs == 0
     trainer = Trainer(
@@ -68,6 +74,7 @@ def fit_and_test(model, datamodule, epochs: int) -> dict[str, float]:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=list(callbacks),
     )
     trainer.fit(model, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # val/... of the fit
@@ -79,6 +86,12 @@ def adam(lr: float):
     return partial(torch.optim.Adam, lr=lr)
 
 
+def mrm() -> MetaRewardModel:
+    return MetaRewardModel(
+        embedding_dim=D, num_base_rewards=2, combination="linear", inner_steps=5, inner_lr=1.0
+    )
+
+
 # (method, epochs; 0 = fitted in closed form, population: clusters, shared direction)
 METHODS = {
     "global": (lambda: GlobalRewardModel(embedding_dim=D), 0, (1, 0.5)),
@@ -87,13 +100,16 @@ METHODS = {
     "lore": (lambda: LoRe(embedding_dim=D, num_base_rewards=2, optimizer=adam(0.03)), 40, (2, 0.0)),
     "pal": (lambda: PAL(embedding_dim=D, num_base_rewards=2, optimizer=adam(0.03)), 40, (2, 0.0)),
     "vpl": (lambda: VPL(embedding_dim=D, latent_dim=2, optimizer=adam(0.01)), 40, (2, 0.0)),
+    "mrm": (mrm, 20, (2, 0.0)),
+    "mrm_rpo": (mrm, 20, (2, 0.0)),
 }
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_each_peer_beats_chance_on_users_it_can_represent(method):
+def test_each_method_beats_chance_on_users_it_can_represent(method):
     make, epochs, (clusters, shared) = METHODS[method]
-    metrics = fit_and_test(make(), population(clusters, shared), epochs)
+    callbacks = [RobustPersonalization()] if method == "mrm_rpo" else []
+    metrics = fit_and_test(make(), population(clusters, shared), epochs, callbacks)
     assert metrics["test_unseen/user_acc"] > 0.6, metrics
     assert metrics["test_seen/user_acc"] > 0.6, metrics
     assert 0.0 <= metrics["val/user_acc"] <= 1.0
