@@ -40,3 +40,15 @@ def test_clearly_better_by_hand():
     assert not clearly_better(candidate, reference, 1.0)
     assert not clearly_better(reference - 0.1, reference, 0.0)  # worse is never better
     assert not clearly_better(torch.empty(0), torch.empty(0), 1.0)
+
+
+def test_family_margin_by_hand():
+    from mrm_lightning.selection import family_margin
+
+    # one comparison at alpha 0.05: the one-sided 95% normal quantile
+    assert family_margin(0.05, 1) == pytest.approx(1.6449, abs=1e-4)
+    # 4 strengths at each of 5 validations: alpha / 20 = 0.0025 -> z(0.9975) = 2.807
+    assert family_margin(0.05, 20) == pytest.approx(2.8070, abs=1e-4)
+    assert family_margin(0.05, 0) == family_margin(0.05, 1)  # before any comparison
+    with pytest.raises(ValueError, match="alpha"):
+        family_margin(0.0, 4)

@@ -2,10 +2,10 @@
 
 A mixin of :class:`mrm_lightning.module.MetaRewardModel` (its only user), kept apart so that
 the module file holds the method and this one how it is scored. It reads the module's
-``hparams`` (``adaptation_lr_scales``, ``warm_start_margin``, ``combination``), its
+``hparams`` (``adaptation_lr_scales``, ``warm_start_alpha``, ``combination``), its
 ``adapt_users`` / ``base_pairs`` / ``query_margins``, its metrics (``evaluation_metrics``) and
-its buffers: it WRITES ``selected_lr_scale``, ``selection_accuracy`` and
-``selected_warm_start`` at every validation, so the checkpoint saved then carries the choice,
+its buffers: it WRITES ``selected_lr_scale``, ``selection_accuracy``, ``selected_warm_start``
+and ``warm_start_comparisons`` at every validation, so the checkpoint saved then carries the choice,
 and the test (and scoring) reads them.
 """
 
@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric
 from .losses import bradley_terry_loss
 from .maml import pair_margins
 from .metrics import UserAccuracy
-from .selection import clearly_better, select_adaptation
+from .selection import clearly_better, family_margin, select_adaptation
 
 GROUPS = ("seen", "unseen", "all")
 
@@ -111,13 +111,18 @@ class AdaptiveEvaluation:
             results[group] = [float(metrics[f"user_acc_{i}"].compute()) for i in range(count)]
         best = select_adaptation(results["all"][: len(scales)], scales)
         if count > warm:  # the warm start stays unless meta-training beats it clearly
+            comparisons = int(self.warm_start_comparisons) + len(scales)
+            if not self.trainer.sanity_checking:  # the sanity check is not a real candidate
+                self.warm_start_comparisons.fill_(comparisons)
+            margin = family_margin(self.hparams.warm_start_alpha, comparisons)
             metrics = self.val_metrics["all"]
             if not clearly_better(
                 metrics[f"user_acc_{best}"].per_user_values(),
                 metrics[f"user_acc_{warm}"].per_user_values(),
-                self.hparams.warm_start_margin,
+                margin,
             ):
                 best = warm
+            self.log("val/warm_start_margin_se", torch.tensor(margin))
         self.selected_warm_start.fill_(best == warm)
         self.selected_lr_scale.fill_(0.0 if best == warm else scales[best])
         self.selection_accuracy.copy_(torch.tensor(results["all"][: len(scales)]))

@@ -56,10 +56,11 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         prior_pull: adds ``prior_pull * (|V - V_warm|^2 + |w0 - w0_warm|^2)`` to the
             meta-objective, an L2 pull towards the warm start (the global model): with few seen
             users it stops the base functions from fitting them at new users' expense.
-        warm_start_margin: the warm start (the global model, no adaptation) is a candidate at
-            every validation and is replaced only by a candidate that beats it on validation
-            users by more than this many standard errors (per user, paired): choosing among
-            many checkpoints and strengths on few validation pairs otherwise rewards luck.
+        warm_start_alpha: the warm start (the global model, no adaptation) is a candidate at
+            every validation, and is replaced only by a candidate that beats it on validation
+            users (per user, paired) by a margin that keeps the chance of replacing it by luck
+            below this, over every strength at every validation so far: choosing among many
+            checkpoints and strengths on few validation pairs otherwise rewards noise.
         adaptation_lr_scales: at each validation, users are adapted with ``inner_lr`` times
             each of these (0: no adaptation, the prior w0); the best on validation is kept
             with the checkpoint and used for test and scoring. Include 0 so that MRM can
@@ -85,7 +86,7 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         fit_sample_pairs: int = 100_000,
         inner_proximal: float = 0.0,
         prior_pull: float = 0.0,
-        warm_start_margin: float = 1.0,
+        warm_start_alpha: float = 0.05,
         adaptation_lr_scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0),
     ) -> None:
         super().__init__()
@@ -109,6 +110,8 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
             raise ValueError(f"model.prior_pull must be >= 0, got {prior_pull}")
         if inner_proximal < 0:
             raise ValueError(f"model.inner_proximal must be >= 0, got {inner_proximal}")
+        if not 0 < warm_start_alpha < 1:
+            raise ValueError(f"model.warm_start_alpha must be in (0, 1), got {warm_start_alpha}")
         self.save_hyperparameters(ignore=["optimizer"])
         self.base_rewards = BaseRewardFunctions(
             embedding_dim, num_base_rewards, hidden_dim, input_scale
@@ -138,6 +141,8 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         self.register_buffer("warm_w0", torch.zeros(num_base_rewards))
         self.register_buffer("has_warm_start", torch.tensor(False))
         self.register_buffer("selected_warm_start", torch.tensor(False))
+        # candidates compared with the warm start so far (sets the margin; resumes with the run)
+        self.register_buffer("warm_start_comparisons", torch.tensor(0))
         #: whether validation scores held-out validation users (set from the data module)
         self.validates_on_held_out_users = False
 

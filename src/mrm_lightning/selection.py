@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 
 from torch import Tensor
 
@@ -45,3 +46,16 @@ def clearly_better(candidate: Tensor, reference: Tensor, margin_se: float) -> bo
         return mean > 0
     standard_error = float(difference.std()) / len(difference) ** 0.5
     return mean > 0 and mean > margin_se * standard_error
+
+
+def family_margin(alpha: float, comparisons: int) -> float:
+    """Standard errors a candidate must beat the warm start by, so that over ``comparisons``
+    candidates compared with it so far (every strength at every validation), the chance that
+    noise alone replaces it stays below ``alpha`` (one-sided, Bonferroni, normal approximation).
+
+    Each checkpoint's best strength is compared with the same warm start, and the checkpoint
+    callback keeps the best of them: a fixed margin lets a long run's luckiest validation win.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    return NormalDist().inv_cdf(1 - alpha / max(comparisons, 1))
