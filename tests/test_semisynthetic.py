@@ -22,6 +22,7 @@ from mrm_lightning.semisynthetic import (
     difference_rms,
     length_feature,
     length_signs,
+    principal_directions,
 )
 from mrm_lightning.text_sources import index_texts
 
@@ -176,9 +177,41 @@ def test_embeddings_are_the_text_source_table(texts):
         return loaded["data"]
 
     texts.load = spy
-    data = users(texts).load()
+    data = users(texts, length_in_inputs=False).load()
     assert data.embeddings is loaded["data"].embeddings  # shared, not copied
-    assert users(texts).embedding_dim == 16
+    assert users(texts, length_in_inputs=False).embedding_dim == 16
+
+
+def test_length_in_inputs_appends_the_length_feature(texts):
+    source = users(texts)
+    data = source.load()
+    assert source.embedding_dim == 17 and data.embeddings.shape[1] == 17
+    real = texts.load().embeddings
+    rows = torch.arange(len(real))
+    assert torch.equal(data.embeddings[:, :16], real[rows].float())
+    assert torch.equal(data.embeddings[:, 16], source.truth.length)
+    # the oracle is unchanged by what the models are shown
+    other = users(texts, length_in_inputs=False).load()
+    assert torch.equal(data.oracle_margin, other.oracle_margin)
+
+
+def test_principal_directions_by_hand():
+    # differences along x (spread 3) and y (spread 1): the leading direction is x, then y
+    differences = torch.tensor([[3.0, 0.0, 0.0], [-3.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    leading = principal_directions(differences, 2)
+    assert leading.shape == (3, 2)
+    assert torch.allclose(leading.abs(), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    assert torch.equal(principal_directions(differences, 0), torch.eye(3))  # the whole space
+
+
+def test_tastes_lie_in_the_leading_principal_span(texts):
+    source = users(texts, taste_rank=3, individual_spread=0.5)
+    source.load()
+    vectors = source.truth.user_vector  # [N, 16]: shared + type + individual directions
+    assert torch.linalg.matrix_rank(vectors, atol=1e-4) == 3  # 40 users' tastes in 3 dims
+    whole = users(texts, taste_rank=0, individual_spread=0.5)
+    whole.load()
+    assert torch.linalg.matrix_rank(whole.truth.user_vector, atol=1e-4) == 16
 
 
 def test_prepare_encodes_once_through_the_text_source(texts):
@@ -190,7 +223,7 @@ def test_prepare_encodes_once_through_the_text_source(texts):
 
 
 def test_oracle_margin_is_the_true_reward_difference(texts):
-    source = users(texts, sharpness=1.7)
+    source = users(texts, sharpness=1.7, length_in_inputs=False)
     data = source.load()
     truth = source.truth
     items = index_texts(texts.records())[0]
@@ -274,7 +307,7 @@ def test_episodic_datamodule_yields_a_train_batch(texts):
     module.prepare_data()
     module.setup("fit")
     batch = next(iter(module.train_dataloader()))
-    assert batch["support_chosen"].shape[0] == 4 and batch["support_chosen"].shape[-1] == 16
+    assert batch["support_chosen"].shape[0] == 4 and batch["support_chosen"].shape[-1] == 17
     assert "query_oracle_margin" in batch
     assert batch["query_oracle_margin"].shape == batch["query_mask"].shape
 

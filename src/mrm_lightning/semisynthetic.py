@@ -20,11 +20,19 @@ with h the text's embedding, s a direction everyone agrees on (a random "quality
 direction per type (random, centred across types so that types disagree and none is the
 average taste), len the standardized log word count of the response and sign_t = +1 for type 0
 (likes long responses), -1 for type 1 (likes short ones), 0 for the others, so the length rule
-has no global component either. e_u is a user's own random direction. Every term (s, each d_t,
-each e_u and len) is scaled so that its difference over the candidate comparisons has an RMS of
-1: the weights compare directly, and sharpness alone sets how noisy the labels are. Labels are
-drawn from Bradley-Terry, P(a preferred to b) = sigmoid(r_u(a) - r_u(b)), and the oracle
-margin r_u(chosen) - r_u(rejected) gives the report its oracle row.
+has no global component either. e_u is a user's own random direction. s, d_t and e_u are drawn
+in the span of the ``taste_rank`` leading principal directions of the candidate comparisons'
+embedding differences: tastes about what the encoder represents strongly, not about its
+faintest dimensions. Mean-pooled sentence embeddings barely encode length (all-MiniLM-L6-v2
+on the TL;DR slice: a linear fit explains 10% of log word count), so by default the length
+feature is appended to every embedding (``length_in_inputs``): the readable rule is then
+visible to every model, as it would be to a reward model that reads the text.
+
+Every term (s, each d_t, each e_u and len) is scaled so that its difference over the
+candidate comparisons has an RMS of 1: the weights compare directly, and sharpness alone sets
+how noisy the labels are. Labels are drawn from Bradley-Terry, P(a preferred to b) =
+sigmoid(r_u(a) - r_u(b)), and the oracle margin r_u(chosen) - r_u(rejected) gives the report
+its oracle row.
 """
 
 from __future__ import annotations
@@ -59,6 +67,17 @@ def length_signs(num_types: int) -> Tensor:
     signs = torch.zeros(num_types)
     signs[0], signs[1] = 1.0, -1.0
     return signs
+
+
+def principal_directions(differences: Tensor, rank: int) -> Tensor:
+    """``[D, rank]`` orthonormal leading eigenvectors of ``differences.T @ differences``
+    (``[C, D]`` rows), largest first; ``rank`` 0 (or >= D) gives the identity: every direction."""
+    dim = differences.shape[1]
+    if rank <= 0 or rank >= dim:
+        return torch.eye(dim)
+    second_moment = differences.double().T @ differences.double()  # [D, D]
+    _, vectors = torch.linalg.eigh(second_moment)  # ascending eigenvalues
+    return vectors[:, -rank:].flip(1).float()
 
 
 def difference_rms(values: Tensor, first: Tensor, second: Tensor) -> Tensor:
@@ -118,6 +137,11 @@ class SemiSyntheticUsers(PreferenceSource):
         direction_weight: weight of the type's own direction in embedding space.
         length_weight: weight of the length rule (type 0 likes long, type 1 short responses).
         individual_spread: weight of each user's own random direction.
+        taste_rank: the shared, type and individual directions are drawn in the span of this
+            many leading principal directions of the candidates' embedding differences (0: in
+            the whole embedding space).
+        length_in_inputs: append the standardized log word count to every embedding, so that
+            the length rule is visible to the models (mean-pooled embeddings barely encode it).
         sharpness: scale of the true rewards; higher means less label noise.
         seed: directions, users, pairs and labels are all drawn from this seed.
     """
@@ -133,6 +157,8 @@ class SemiSyntheticUsers(PreferenceSource):
         direction_weight: float = 1.0,
         length_weight: float = 1.0,
         individual_spread: float = 0.3,
+        taste_rank: int = 32,
+        length_in_inputs: bool = True,
         sharpness: float = 2.0,
         seed: int = 0,
     ) -> None:
@@ -144,16 +170,19 @@ class SemiSyntheticUsers(PreferenceSource):
             raise ValueError(f"need 1 <= min_pairs <= max_pairs, got {min_pairs}, {max_pairs}")
         if sharpness <= 0:
             raise ValueError(f"sharpness must be > 0, got {sharpness}")
+        if taste_rank < 0:
+            raise ValueError(f"taste_rank must be >= 0, got {taste_rank}")
         self.texts, self.num_users, self.num_types = texts, num_users, num_types
         self.min_pairs, self.max_pairs = min_pairs, max_pairs
         self.shared_weight, self.direction_weight = shared_weight, direction_weight
         self.length_weight, self.individual_spread = length_weight, individual_spread
+        self.taste_rank, self.length_in_inputs = taste_rank, length_in_inputs
         self.sharpness, self.seed = sharpness, seed
         self.truth: TrueRewards | None = None  # set by load()
 
     @property
     def embedding_dim(self) -> int:
-        return self.texts.embedding_dim
+        return self.texts.embedding_dim + int(self.length_in_inputs)
 
     def prepare(self) -> None:
         """Cache the real texts' embeddings (the data module's prepare_data)."""
@@ -165,13 +194,14 @@ class SemiSyntheticUsers(PreferenceSource):
         self, embeddings, length: Tensor, first: Tensor, second: Tensor, gen: torch.Generator
     ) -> TrueRewards:
         """Draw the directions and users; scale every term to unit RMS over the candidates."""
-        dim = embeddings.shape[1]
         types = self.num_types
-        shared = torch.randn(1, dim, generator=gen)
-        shared = shared / shared.norm()
-        directions = centred_unit_directions(torch.randn(types, dim, generator=gen))
-        own = torch.randn(self.num_users, dim, generator=gen)
         diff = embeddings[first] - embeddings[second]  # [C, D]
+        basis = principal_directions(diff, self.taste_rank)  # [D, r]
+        rank = basis.shape[1]
+        shared = torch.randn(1, rank, generator=gen) @ basis.T
+        shared = shared / shared.norm()
+        directions = centred_unit_directions(torch.randn(types, rank, generator=gen) @ basis.T)
+        own = torch.randn(self.num_users, rank, generator=gen) @ basis.T
 
         def scaled(vectors: Tensor) -> Tensor:  # [K, D] -> unit RMS of diff @ v per row
             return vectors / (diff @ vectors.T).square().mean(0).sqrt().clamp_min(1e-12)[:, None]
@@ -215,8 +245,12 @@ class SemiSyntheticUsers(PreferenceSource):
         margin = truth.reward(real.embeddings, user, a) - truth.reward(real.embeddings, user, b)
         a_wins = torch.rand(len(picks), generator=gen) < torch.sigmoid(margin)
         types = truth.user_type.tolist()
+        embeddings = real.embeddings  # the text source's table, shared
+        if self.length_in_inputs:  # [R, D + 1]: the readable rule, visible to the models
+            table = embeddings[torch.arange(len(embeddings))].float()
+            embeddings = torch.cat([table, length[:, None].to(table.dtype)], dim=1)
         return PreferenceData(
-            embeddings=real.embeddings,  # the text source's table, shared
+            embeddings=embeddings,
             user=user,
             chosen=torch.where(a_wins, a, b),
             rejected=torch.where(a_wins, b, a),
