@@ -460,11 +460,15 @@ def lower_bound(
     buffer = torch.empty(len(rows), table.shape[1], dtype=table.dtype, device=device)  # [N, D]
     weight = model.base_rewards.net.weight.detach().to(device)  # [K, D]
 
-    def once() -> list[Tensor]:
+    block = torch.empty(min(len(rows), 8192), table.shape[1], device=device)  # [n, D] float32
+
+    def once() -> Tensor | list[Tensor]:
         torch.index_select(table, 0, index, out=buffer)  # the copy: N * D * itemsize bytes
-        # [K, D] @ [D, n] per block of rows (as the head computes it, the faster order on
-        # CPU); blocks keep a compact table's float32 rows small
-        return [weight @ rows.float().T for rows in buffer.split(8192)]  # [K, n] each
+        # [K, D] @ [D, N]: the faster order of this product on CPU (as the head computes it)
+        if not compact:
+            return weight @ buffer.T  # [K, N]
+        # a compact table's rows in float32, a block at a time, into memory allocated once
+        return [weight @ block[: len(r)].copy_(r).T for r in buffer.split(len(block))]
 
     runs = [timed(device, once)[0] for _ in range(args.warmup + args.repeats + 2)]
     return runs[args.warmup + 2 :]

@@ -16,22 +16,37 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import IterableDataset
 
-from .preferences import PreferenceData
+from .buffers import ReusableBuffers
+from .preferences import CompactEmbeddings, PreferenceData
 from .sampling import Size, hash_keys, resolve_sizes, split_by_units
 
 
-def gather_rows(embeddings, rows: Tensor) -> Tensor:
-    """``[N]`` table rows -> ``[N, D]`` float32, in one indexing operation."""
-    if isinstance(embeddings, Tensor):
-        return torch.index_select(embeddings, 0, rows).float()
-    return embeddings[rows]  # a memory-mapped or compact table (preferences.py)
+def gather_rows(embeddings, rows: Tensor, buffers: ReusableBuffers | None = None) -> Tensor:
+    """``[N]`` table rows -> ``[N, D]`` float32, in one indexing operation (a compact table's
+    rows are cast after gathering), into reused memory when ``buffers`` are given."""
+    table = embeddings.table if isinstance(embeddings, CompactEmbeddings) else embeddings
+    if not isinstance(table, Tensor):
+        return embeddings[rows]  # a memory-mapped table
+    if buffers is None:
+        return torch.index_select(table, 0, rows).float()
+    shape = (len(rows), table.shape[1])
+    out = buffers.take(shape, torch.float32)  # [N, D]
+    if table.dtype == torch.float32:
+        return torch.index_select(table, 0, rows, out=out)
+    return out.copy_(torch.index_select(table, 0, rows, out=buffers.take(shape, table.dtype)))
 
 
-def gather_pairs(data: PreferenceData, index: Tensor, mask: Tensor, prefix: str) -> dict:
+def gather_pairs(
+    data: PreferenceData,
+    index: Tensor,
+    mask: Tensor,
+    prefix: str,
+    buffers: ReusableBuffers | None = None,
+) -> dict:
     """Embeddings of ``[B, P]`` padded pair indices as ``[B, P, D]`` tensors, plus the mask."""
     flat = index.reshape(-1)
     batch = {
-        f"{prefix}_{side}": gather_rows(data.embeddings, rows[flat]).view(
+        f"{prefix}_{side}": gather_rows(data.embeddings, rows[flat], buffers).view(
             *index.shape, data.embedding_dim
         )
         for side, rows in (("chosen", data.chosen), ("rejected", data.rejected))
@@ -43,7 +58,10 @@ def gather_pairs(data: PreferenceData, index: Tensor, mask: Tensor, prefix: str)
 
 
 def collate_pairs(
-    data: PreferenceData, per_user_pairs: Sequence[Tensor], prefix: str
+    data: PreferenceData,
+    per_user_pairs: Sequence[Tensor],
+    prefix: str,
+    buffers: ReusableBuffers | None = None,
 ) -> dict[str, Tensor]:
     """Gather embeddings of each user's pairs into padded ``[B, P, D]`` tensors plus a mask."""
     if len(per_user_pairs):
@@ -55,7 +73,7 @@ def collate_pairs(
         )
     else:  # a batch of no users (a process with nothing to evaluate under DDP)
         index, mask = torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.bool)
-    return gather_pairs(data, index, mask, prefix)
+    return gather_pairs(data, index, mask, prefix, buffers)
 
 
 def _seeded(*parts: int) -> torch.Generator:
@@ -122,6 +140,7 @@ class MetaTrainBatches(IterableDataset):
         self.flat_pairs = torch.cat([train_pairs[int(u)] for u in users] + [users[:0]])
         self.position = torch.full((int(users.max()) + 1 if len(users) else 0,), -1)
         self.position[users] = torch.arange(len(users))
+        self.buffers = ReusableBuffers()  # the memory of batches already released
 
     def __len__(self) -> int:
         return len(self.users) // (self.users_per_batch * self.world_size)
@@ -170,8 +189,8 @@ class MetaTrainBatches(IterableDataset):
             users = order[start : start + self.users_per_batch]
             support, support_mask, query, query_mask = self.episodes(users, epoch)
             yield {
-                **gather_pairs(self.data, support, support_mask, "support"),
-                **gather_pairs(self.data, query, query_mask, "query"),
+                **gather_pairs(self.data, support, support_mask, "support", self.buffers),
+                **gather_pairs(self.data, query, query_mask, "query", self.buffers),
                 "user": users,
             }
 
@@ -201,6 +220,7 @@ class EvalBatches(IterableDataset):
         self.data, self.support_pairs, self.query_pairs = data, support_pairs, query_pairs
         self.seen = set(seen_users.tolist())
         self.users_per_batch = users_per_batch
+        self.buffers = ReusableBuffers()  # the memory of batches already released
 
     def __len__(self) -> int:
         return max(1, -(-len(self.users) // self.users_per_batch))
@@ -209,8 +229,12 @@ class EvalBatches(IterableDataset):
         for start in range(0, max(len(self.users), 1), self.users_per_batch):
             users = self.users[start : start + self.users_per_batch]
             yield {
-                **collate_pairs(self.data, [self.support_pairs[u] for u in users], "support"),
-                **collate_pairs(self.data, [self.query_pairs[u] for u in users], "query"),
+                **collate_pairs(
+                    self.data, [self.support_pairs[u] for u in users], "support", self.buffers
+                ),
+                **collate_pairs(
+                    self.data, [self.query_pairs[u] for u in users], "query", self.buffers
+                ),
                 "user": torch.tensor(users, dtype=torch.long),
                 "is_seen": torch.tensor([u in self.seen for u in users], dtype=torch.bool),
             }
