@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from mrm_lightning import RobustPersonalization
+from mrm_lightning.peers.bench_report import worst_users_line
 from mrm_lightning.peers.benchmark import CONFIGS, build, main, method_args, parse
 from mrm_lightning.peers.protocol import mean_std, truncate_support, worst_fraction_mean
 
@@ -109,3 +110,16 @@ def test_only_data_settings_are_passed_on_to_every_method():
     assert args.data_overrides == ["--data.source.init_args.paths", "[a.jsonl]"]
     with pytest.raises(SystemExit):  # a model setting would not fit every method's model
         parse(["--out", "x", "--model.inner_lr", "3"])
+
+
+def test_worst_users_line_names_the_best_and_mrm_rpos_distance():
+    def entry(value: float) -> dict:
+        return {"worst10_unseen": {"mean": value, "std": 0.0}}
+
+    summary = {"lore": entry(0.50), "mrm": entry(0.55), "mrm_rpo": entry(0.53)}
+    line = worst_users_line(summary)
+    assert "mrm (0.550)" in line and "mrm_rpo is -0.020" in line
+    summary["mrm_rpo"] = entry(0.60)
+    assert "mrm_rpo (0.600), ahead of the next method by 0.050" in worst_users_line(summary)
+    summary["mrm_rpo"] = entry(0.55)
+    assert "ties" in worst_users_line(summary)

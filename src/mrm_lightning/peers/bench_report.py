@@ -53,6 +53,22 @@ def markdown_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def worst_users_line(summary: dict[str, dict], reference: str = "mrm_rpo") -> str:
+    """Which method has the best mean accuracy of the worst 10% of unseen users, and how far
+    ``reference`` (MRM with RPO) is from it (or ahead of the next method)."""
+    score = {method: entry["worst10_unseen"]["mean"] for method, entry in summary.items()}
+    best = max(score, key=score.get)
+    line = f"Best worst-10% unseen accuracy: {best} ({score[best]:.3f})"
+    others = [value for method, value in score.items() if method != best]
+    if reference in score and reference != best and score[reference] == score[best]:
+        line += f"; {reference} ties with it."
+    elif reference in score and reference != best:
+        line += f"; {reference} is {score[reference] - score[best]:+.3f} from it."
+    elif reference == best and others:
+        line += f", ahead of the next method by {score[best] - max(others):.3f}."
+    return line
+
+
 def write_results(records: list[dict], args) -> dict:
     """Write results.json, results.md and shots.png into ``args.out``; return the summary."""
     out = Path(args.out)
@@ -75,6 +91,8 @@ def write_results(records: list[dict], args) -> dict:
         "",
         markdown_table(summary),
         "",
+        worst_users_line(summary),
+        "",
         "![unseen-user accuracy against training pairs](shots.png)",
         "",
     ]
@@ -95,11 +113,19 @@ def _font(size: int):
 def plot_shots(summary: dict[str, dict], path: Path, title: str) -> None:
     """Unseen-user accuracy against the user's training pairs used, a line per method with
     a band of ± one std over seeds; x positions are evenly spaced (1, 2, 4, ..., all)."""
-    width, height, left, right, top, bottom = 1100, 640, 90, 260, 60, 80
+    width, height, left, right, top, bottom = 1100, 640, 90, 300, 60, 80
     image = Image.new("RGBA", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font, small = _font(20), _font(16)
     labels = list(next(iter(summary.values()))["shots_unseen"])
+    curves = {m: [e["shots_unseen"][n]["mean"] for n in labels] for m, e in summary.items()}
+    # a curve drawn over by a later identical one is named in the legend, not lost
+    hidden = {
+        method: later
+        for i, method in enumerate(curves)
+        for later in list(curves)[i + 1 :]
+        if max(abs(a - b) for a, b in zip(curves[method], curves[later])) < 1e-9
+    }
     values = [
         (e["shots_unseen"][n]["mean"], e["shots_unseen"][n]["std"])
         for e in summary.values()
@@ -152,5 +178,6 @@ def plot_shots(summary: dict[str, dict], path: Path, title: str) -> None:
         legend_y = top + 10 + 30 * index
         legend_x = width - right + 20
         draw.line([legend_x, legend_y, legend_x + 40, legend_y], fill=colour, width=4)
-        draw.text((legend_x + 50, legend_y), method, fill="black", font=font, anchor="lm")
+        label = method + (f" (under {hidden[method]})" if method in hidden else "")
+        draw.text((legend_x + 50, legend_y), label, fill="black", font=small, anchor="lm")
     image.convert("RGB").save(path)
