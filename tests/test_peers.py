@@ -134,6 +134,7 @@ def test_new_users_fit_only_their_weights_with_the_basis_frozen():
     model = LoRe(embedding_dim=D, num_base_rewards=2, optimizer=adam(0.03))
     datamodule = population(2, 0.0)
     fit_and_test(model, datamodule, 5)
+    assert model.hparams_initial["method"] == "LoRe"  # compared in TensorBoard's HPARAMS
     basis = model.basis.weight.detach().clone()
     batch = next(iter(datamodule.test_dataloader()))
     with torch.enable_grad():

@@ -12,6 +12,8 @@ checkpoint saved then carries the choice; the test reads it. Metrics are logged 
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
@@ -44,6 +46,14 @@ class PeerModel(LightningModule):
         self.test_accuracy = nn.ModuleDict({group: UserAccuracy() for group in GROUPS})
         #: per group, every test user's accuracy, kept after the test (for the benchmark)
         self.test_user_accuracy: dict[str, Tensor] = {}
+
+    def save_hyperparameters(self, *args, ignore=None, logger: bool = True) -> None:
+        """Lightning's, called from a subclass's ``__init__``, plus the method's name: runs of
+        different methods then compare in TensorBoard's HPARAMS view."""
+        caller = inspect.currentframe().f_back  # the subclass's __init__, whose args are saved
+        super().save_hyperparameters(*args, ignore=ignore, frame=caller, logger=logger)
+        self.hparams["method"] = type(self).__name__
+        self._hparams_initial["method"] = type(self).__name__  # what the logger records
 
     # ------------------------------------------------------------ subclasses
     def eval_margins(self, batch: dict[str, Tensor], candidate: int) -> Tensor:
