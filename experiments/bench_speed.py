@@ -19,13 +19,18 @@ run, since these machines are noisy):
    path is timed once per batch and charged to every engine: "end-to-end" = data + step.
 2. Seconds per epoch of the framework as ``mrm fit`` runs it (a ``Trainer``, no logger, no
    validation, from the epoch-start to the epoch-end hook), against a lower bound measured in
-   the same run: copy every embedding row the epoch touches once (``index_select`` into a
-   preallocated buffer, the table already on the device) and one ``[N, D] @ [D, K]`` product.
+   the same run: copy every embedding row the epoch touches once, as stored (``index_select``
+   into a preallocated buffer, the table already on the device), and one ``[K, D] @ [D, N]``
+   product in float32 (a compact table's rows cast block by block into a reused buffer).
 3. Evaluation: ``Trainer.validate`` and ``Trainer.test`` (no logger) adapting and scoring every
    user of the data module's validation and test loaders, from the start to the end hook (the
    module's epoch-end work included; validation tries each candidate adaptation strength).
 4. Peak memory: CPU, ``ru_maxrss`` (the process peak, data generation included); CUDA,
    ``torch.cuda.max_memory_allocated``.
+
+``--embedding-dtype float16`` (or ``bfloat16``) stores the table compactly, as
+``data.embedding_dtype`` does: half the memory, the same episodes, float32 arithmetic. The JSON
+gives the memory per million pairs (the table's, and the process peak's).
 
 Notes: the framework gathers episodes on the CPU and then moves them (Lightning's
 ``transfer_batch_to_device``): that is what is measured, on CUDA too; only the lower bound keeps
@@ -41,6 +46,8 @@ Run:
     python experiments/bench_speed.py                      # the paper's PRISM shape (~1 GB table)
     python experiments/bench_speed.py --users 200 --dim 512 --repeats 3   # seconds, any laptop
     python experiments/bench_speed.py --device cuda --json runs/bench_speed.json
+    python experiments/bench_speed.py --users 10000 --pairs 50 --embedding-dtype float16 \
+        --repeats 2 --warmup 0                              # ten times PRISM, ~16 GiB
     OMP_NUM_THREADS=1 python experiments/bench_speed.py --users 200 --dim 512 --repeats 3
 """
 
