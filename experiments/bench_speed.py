@@ -16,7 +16,11 @@ run, since these machines are noisy):
      accumulated user by user, then one outer step. Without ``higher``'s module patching, so
      this is a lower bound on the reference's cost.
    The three give the same meta-gradient (checked on the first batch before timing). The data
-   path is timed once per batch and charged to every engine: "end-to-end" = data + step.
+   path is timed per batch and charged to the engines that read it: "end-to-end" = data +
+   step. The framework's batches carry each pair's chosen-minus-rejected embedding (linear
+   base functions, as ``Trainer.fit`` gives them: ``MetaRewardModel.reads_pair_differences``);
+   the loops', the chosen and the rejected embeddings, as the reference code reads them. Both
+   loaders give the same episodes.
 2. Seconds per epoch of the framework as ``mrm fit`` runs it (a ``Trainer``, no logger, no
    validation, from the epoch-start to the epoch-end hook), against a lower bound measured in
    the same run: copy every embedding row the epoch touches once, as stored (``index_select``
@@ -289,11 +293,12 @@ def outer_step(model: MetaRewardModel, optimizer: torch.optim.Optimizer) -> None
     optimizer.zero_grad(set_to_none=True)
 
 
-def check_same_gradients(models: dict[str, MetaRewardModel], batch: Batch) -> float:
-    """Every engine's meta-gradient on ``batch``; raise unless they agree. Max relative gap."""
+def check_same_gradients(models: dict[str, MetaRewardModel], batches: dict[str, Batch]) -> float:
+    """Every engine's meta-gradient on its batch (the same episodes); raise unless they agree.
+    Max relative gap."""
     grads = {}
     for name, model in models.items():
-        ENGINES[name](model, batch)
+        ENGINES[name](model, batches[name])
         grads[name] = [p.grad.detach().clone() for p in model.parameters()]
         model.zero_grad(set_to_none=True)
     worst = 0.0
@@ -332,31 +337,43 @@ def sample_episodes(tasks: MetaTrainBatches, users: list[int], per_batch: int) -
 def bench_meta_training(
     dm: EpisodicDataModule, models: dict[str, MetaRewardModel], args: argparse.Namespace
 ) -> dict:
-    """Seconds per epoch of meta-batches: data path, episode sampling, each engine's step."""
+    """Seconds per epoch of meta-batches: data paths, episode sampling, each engine's step."""
     device = torch.device(args.device)
-    loader = dm.train_dataloader()  # built once, as Lightning does (it re-iterates it)
-    tasks = loader.dataset
+    # built once each, as Lightning does (it re-iterates them): the framework's as Trainer.fit
+    # builds it for this model, the loops' with chosen and rejected embeddings
+    differences = models["framework"].reads_pair_differences
+    loaders = {"data": dm.meta_train_loader(differences), "data_pairs": dm.meta_train_loader()}
+    tasks = loaders["data"].dataset
+    reads = {name: "data" if name == "framework" else "data_pairs" for name in models}
     optimizers = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, m in models.items()}
     names = list(models)
-    runs: dict[str, list[float]] = {"data": [], "sampling": [], **{n: [] for n in names}}
+    runs: dict[str, list[float]] = {
+        "data": [],
+        "data_pairs": [],
+        "sampling": [],
+        **{n: [] for n in names},
+    }
     users: list[int] = []
     shape = dict.fromkeys(("support_real", "support_padded", "query_real", "query_padded"), 0)
     gradient_gap = float("nan")
     for repeat in range(args.warmup + args.repeats):
         total = dict.fromkeys(runs, 0.0)
-        batches = iter(loader)
+        streams = {path: iter(loader) for path, loader in loaders.items()}
         for i in range(len(tasks)):
-            seconds, batch = timed(device, next_on_device, batches, device)
-            total["data"] += seconds
+            got = {}
+            for path in list(streams)[i % 2 :] + list(streams)[: i % 2]:  # rotating order
+                seconds, got[path] = timed(device, next_on_device, streams[path], device)
+                total[path] += seconds
+            batch = got["data"]
             if repeat == 0:
                 users += batch["user"].tolist()
                 for part in ("support", "query"):
                     shape[f"{part}_real"] += int(batch[f"{part}_mask"].sum())
                     shape[f"{part}_padded"] += batch[f"{part}_mask"].numel()
                 if i == 0:
-                    gradient_gap = check_same_gradients(models, batch)
+                    gradient_gap = check_same_gradients(models, {n: got[reads[n]] for n in names})
             for name in names[i % len(names) :] + names[: i % len(names)]:  # rotating order
-                args_ = (ENGINES[name], models[name], optimizers[name], batch)
+                args_ = (ENGINES[name], models[name], optimizers[name], got[reads[name]])
                 total[name] += timed(device, meta_step, *args_)[0]
         total["sampling"] = timed(device, sample_episodes, tasks, users, args.meta_batch)[0]
         models["framework"].train_accuracy.reset()  # a Trainer resets it every epoch
@@ -364,7 +381,14 @@ def bench_meta_training(
             for key, seconds in total.items():
                 runs[key].append(seconds)
     per_user = {k: v / len(users) for k, v in shape.items()}
-    return {"runs": runs, "users": users, "episode_shape": per_user, "gradient_gap": gradient_gap}
+    return {
+        "runs": runs,
+        "users": users,
+        "episode_shape": per_user,
+        "gradient_gap": gradient_gap,
+        "reads": reads,
+        "differences": differences,
+    }
 
 
 class HookTimer(Callback):
@@ -508,7 +532,7 @@ def summarize(args, dm, source, setup, train, epochs, bound, evaluation, rows) -
     device = torch.device(args.device)
     med = {k: statistics.median(v) for k, v in train["runs"].items()}
     users = len(train["users"])
-    end_to_end = {n: med["data"] + med[n] for n in ENGINES}
+    end_to_end = {n: med[train["reads"][n]] + med[n] for n in ENGINES}
     epoch_s, bound_s = statistics.median(epochs), statistics.median(bound)
     eval_s = {k: statistics.median(v) for k, v in evaluation.items()}
     rss = peak_rss_bytes()
@@ -539,6 +563,7 @@ def summarize(args, dm, source, setup, train, epochs, bound, evaluation, rows) -
         "batched_over_per_user_compute": med["per-user"] / med["framework"],
         "batched_over_reference_compute": med["reference"] / med["framework"],
         "data_share_of_framework_step": med["data"] / end_to_end["framework"],
+        "framework_reads_pair_differences": train["differences"],
         "trainer_epoch_seconds": epoch_s,
         "trainer_users_per_second": users / epoch_s,
         "lower_bound_rows": len(rows),
@@ -591,7 +616,9 @@ def print_table(r: dict) -> None:
         tail = f"{ratio:>12.2f}x" if ratio is not None else ""
         print(f"{label:<42}{seconds:>9.3f}{users / seconds:>10.0f}{tail}")
 
-    row("data path (sample, gather, pad, move)", med["data"])
+    framework_reads = "differences" if r["framework_reads_pair_differences"] else "pairs"
+    row(f"data path, framework ({framework_reads})", med["data"])
+    row("data path, loops (chosen and rejected)", med["data_pairs"])
     row("  of which episode sampling", med["sampling"])
     for name in ENGINES:
         row(f"{name} step only", med[name], med[name] / med["framework"])

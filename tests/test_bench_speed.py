@@ -45,6 +45,7 @@ def test_a_tiny_run_reports_every_number(bench, tmp_path, capsys):
     # a batch of 4 users with 2 support pairs each: the episode shape the run reports is real
     assert result["episode_pairs_per_user"]["support_real"] == pytest.approx(2.0)
     assert result["meta_train_users_per_epoch"] % 4 == 0
+    assert result["framework_reads_pair_differences"]  # linear base functions
     assert "epoch / lower bound" in capsys.readouterr().out
 
 
@@ -57,9 +58,11 @@ def test_the_three_engines_give_the_same_meta_gradient(bench, inner_optimizer):
         + ["--inner-optimizer", inner_optimizer]
     )
     dm, model, _ = bench.build(args)
-    batch = next(iter(dm.train_dataloader()))
+    pairs, differences = next(iter(dm.meta_train_loader())), next(iter(dm.meta_train_loader(True)))
     models = {name: bench.copy.deepcopy(model) for name in bench.ENGINES}
-    assert bench.check_same_gradients(models, batch) < 1e-4
+    # the framework on pair differences (as Trainer.fit gives them), the loops on both sides
+    batches = {name: differences if name == "framework" else pairs for name in bench.ENGINES}
+    assert bench.check_same_gradients(models, batches) < 1e-4
 
 
 def test_a_compact_table_is_reported_at_its_size(bench):

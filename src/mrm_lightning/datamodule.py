@@ -328,6 +328,14 @@ class EpisodicDataModule(LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
+        # Meta-batches of pair differences (chosen minus rejected) where the model being fitted
+        # asks for them: MetaRewardModel.reads_pair_differences (linear base functions).
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return self.meta_train_loader(getattr(model, "reads_pair_differences", False))
+
+    def meta_train_loader(self, differences: bool = False) -> DataLoader:
+        """The meta-training batches; with ``differences``, each pair as its chosen-minus-rejected
+        embedding (``support_difference``, ``query_difference``) instead of the two."""
         assert self.data is not None and self.split is not None
         self._check_episode_sizes()
         rank, world = self._rank_world()
@@ -344,6 +352,7 @@ class EpisodicDataModule(LightningDataModule):
             world_size=world,
             support_size_min=self.support_size_min,
             resume=self.resume_position,
+            differences=differences,
         )
         if len(tasks) == 0:
             raise ValueError(

@@ -5,13 +5,20 @@ A batch is a dict of padded tensors for B users (P = the most pairs any of them 
     query_chosen,   query_rejected    [B, Q, D]   query_mask    [B, Q]
     query_oracle_margin [B, Q] (when the true rewards are known), user [B], is_seen [B]
 Users keep their own numbers of pairs; masks, not truncation, make them fit one tensor.
+Meta-batches for linear base functions carry each real pair's chosen-minus-rejected embedding
+instead, packed: ``support_difference [M_s, D]``, ``query_difference [M_q, D]``, the pairs
+where the mask is True in its row-major order (:class:`MetaTrainBatches` with
+``differences``; :func:`unpack_pairs` spreads values back to ``[B, P, ...]``). The step then
+reads less than half the bytes: no rejected rows and no padding.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import IterableDataset
@@ -36,21 +43,63 @@ def gather_rows(embeddings, rows: Tensor, buffers: ReusableBuffers | None = None
     return out.copy_(torch.index_select(table, 0, rows, out=buffers.take(shape, table.dtype)))
 
 
+def gather_differences(
+    embeddings, chosen: Tensor, rejected: Tensor, buffers: ReusableBuffers | None = None
+) -> Tensor:
+    """``[N]`` chosen and ``[N]`` rejected table rows -> ``[N, D]`` float32 chosen minus
+    rejected, each row read once."""
+    table = embeddings.table if isinstance(embeddings, CompactEmbeddings) else embeddings
+    if not isinstance(table, Tensor):  # a memory-mapped table
+        return gather_rows(embeddings, chosen) - gather_rows(embeddings, rejected)
+    if table.dtype == torch.float32:
+        # one bag per pair, chosen weighted +1 and rejected -1: the difference is written once,
+        # with no [N, D] of rejected rows in between. Exact: c * 1 + r * -1 rounds once, as
+        # c - r does.
+        rows = torch.stack([chosen, rejected], 1)  # [N, 2]
+        signs = torch.tensor([1.0, -1.0]).expand(len(rows), 2)
+        return F.embedding_bag(rows, table, mode="sum", per_sample_weights=signs)
+    out = gather_rows(embeddings, chosen, buffers)  # [N, D] float32
+    shape = (len(rejected), table.shape[1])
+    scratch = (
+        torch.empty(shape, dtype=table.dtype)
+        if buffers is None
+        else buffers.take(shape, table.dtype)
+    )
+    # float32 minus the stored rows: a compact row is cast exactly, as gather_rows casts it
+    return out.sub_(torch.index_select(table, 0, rejected, out=scratch))
+
+
+def unpack_pairs(values: Tensor, mask: Tensor) -> Tensor:
+    """``[M, ...]`` values of the real pairs of a ``[B, P]`` mask, in its row-major order ->
+    ``[B, P, ...]`` with zeros at the padding (differentiable)."""
+    out = values.new_zeros(*mask.shape, *values.shape[1:])
+    return out.masked_scatter(mask.view(*mask.shape, *[1] * (values.dim() - 1)), values)
+
+
 def gather_pairs(
     data: PreferenceData,
     index: Tensor,
     mask: Tensor,
     prefix: str,
     buffers: ReusableBuffers | None = None,
+    differences: bool = False,
 ) -> dict:
-    """Embeddings of ``[B, P]`` padded pair indices as ``[B, P, D]`` tensors, plus the mask."""
-    flat = index.reshape(-1)
-    batch = {
-        f"{prefix}_{side}": gather_rows(data.embeddings, rows[flat], buffers).view(
-            *index.shape, data.embedding_dim
-        )
-        for side, rows in (("chosen", data.chosen), ("rejected", data.rejected))
-    }
+    """Embeddings of ``[B, P]`` padded pair indices as ``[B, P, D]`` tensors, plus the mask:
+    ``{prefix}_chosen`` and ``{prefix}_rejected``, or with ``differences`` the real pairs'
+    chosen-minus-rejected embeddings ``{prefix}_difference`` ``[M, D]`` (see the module doc)."""
+    flat, shape = index.reshape(-1), (*index.shape, data.embedding_dim)
+    if differences:  # the real pairs only, packed: no row is read or computed for padding
+        real = flat[mask.reshape(-1)]  # [M]
+        batch = {
+            f"{prefix}_difference": gather_differences(
+                data.embeddings, data.chosen[real], data.rejected[real], buffers
+            )
+        }
+    else:
+        batch = {
+            f"{prefix}_{side}": gather_rows(data.embeddings, rows[flat], buffers).view(shape)
+            for side, rows in (("chosen", data.chosen), ("rejected", data.rejected))
+        }
     batch[f"{prefix}_mask"] = mask
     if data.oracle_margin is not None:
         batch[f"{prefix}_oracle_margin"] = data.oracle_margin[index]
@@ -107,6 +156,9 @@ class MetaTrainBatches(IterableDataset):
     ``resume = (epoch, batches)`` continues an interrupted epoch: the first pass over that
     epoch starts after its first ``batches`` meta-batches, which the run that saved the
     checkpoint had already trained on (the data module reads it from the checkpoint).
+
+    ``differences``: batches carry ``support_difference`` / ``query_difference`` (chosen minus
+    rejected) instead of the chosen and rejected embeddings: for linear base functions only.
     """
 
     def __init__(
@@ -123,9 +175,10 @@ class MetaTrainBatches(IterableDataset):
         world_size: int = 1,
         support_size_min: int | None = None,
         resume: tuple[int, int] | None = None,
+        differences: bool = False,
     ) -> None:
         self.data, self.train_pairs, self.users = data, train_pairs, users
-        self.resume = resume
+        self.resume, self.differences = resume, differences
         self.support_size_min = support_size_min
         self.users_per_batch, self.support_size, self.query_size = (
             users_per_batch,
@@ -188,9 +241,12 @@ class MetaTrainBatches(IterableDataset):
             start = step * width + self.rank * self.users_per_batch
             users = order[start : start + self.users_per_batch]
             support, support_mask, query, query_mask = self.episodes(users, epoch)
+            gather = functools.partial(
+                gather_pairs, self.data, buffers=self.buffers, differences=self.differences
+            )
             yield {
-                **gather_pairs(self.data, support, support_mask, "support", self.buffers),
-                **gather_pairs(self.data, query, query_mask, "query", self.buffers),
+                **gather(support, support_mask, "support"),
+                **gather(query, query_mask, "query"),
                 "user": users,
             }
 

@@ -28,16 +28,23 @@ ADAM_EPS = 1e-8
 
 
 def pair_margins(
-    weights: Tensor, chosen_base: Tensor, rejected_base: Tensor, combination: Combination
+    weights: Tensor, chosen_base: Tensor, rejected_base: Tensor | None, combination: Combination
 ) -> Tensor:
-    """r_w(chosen) - r_w(rejected): ``[B, K]``, ``[B, P, K]`` x2 -> ``[B, P]``."""
+    """r_w(chosen) - r_w(rejected): ``[B, K]``, ``[B, P, K]`` x2 -> ``[B, P]``.
+
+    ``rejected_base`` None: ``chosen_base`` holds the base rewards of each pair's
+    chosen-minus-rejected embedding. Both combinations are linear in the base rewards, so this
+    is the same margin whenever the base functions are linear (phi(c - r) = phi(c) - phi(r)).
+    """
+    if rejected_base is None:
+        return combine(weights, chosen_base, combination)
     return combine(weights, chosen_base, combination) - combine(weights, rejected_base, combination)
 
 
 def adapt(
     w0: Tensor,
     chosen_base: Tensor,
-    rejected_base: Tensor,
+    rejected_base: Tensor | None,
     mask: Tensor,
     *,
     steps: int,
@@ -52,7 +59,8 @@ def adapt(
     Args:
         w0: ``[K]`` shared initial weights (the meta-parameter).
         chosen_base: ``[B, S, K]`` base rewards of each user's chosen support responses.
-        rejected_base: ``[B, S, K]`` the same for the rejected responses.
+        rejected_base: ``[B, S, K]`` the same for the rejected responses; None where
+            ``chosen_base`` holds the pairs' differences (see :func:`pair_margins`).
         mask: ``[B, S]`` True for real support pairs (the rest is padding).
         steps: number of inner steps; 0 returns w0 for every user.
         lr: inner learning rate.
@@ -109,7 +117,7 @@ def adapt(
 def adapt_per_user(
     w0: Tensor,
     chosen_base: Tensor,
-    rejected_base: Tensor,
+    rejected_base: Tensor | None,
     mask: Tensor,
     **inner: object,
 ) -> Tensor:
@@ -124,7 +132,7 @@ def adapt_per_user(
         w_user = adapt(
             w0.clone(),
             chosen_base[user, real].unsqueeze(0),
-            rejected_base[user, real].unsqueeze(0),
+            None if rejected_base is None else rejected_base[user, real].unsqueeze(0),
             real[real].unsqueeze(0),
             **inner,  # type: ignore[arg-type]
         )

@@ -11,6 +11,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from .baselines import fit_global_reward
+from .episodes import unpack_pairs
 from .evaluation import AdaptiveEvaluation, evaluation_metrics
 from .heads import BaseRewardFunctions, Combination
 from .losses import bradley_terry_loss
@@ -196,8 +197,21 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         checkpoint["mrm_encoder"] = None if encoder is None else encoder_record(encoder)
 
     # -------------------------------------------------------------- the method
-    def base_pairs(self, batch: dict[str, Tensor], prefix: str) -> tuple[Tensor, Tensor]:
-        """Base rewards ``[B, P, K]`` of the chosen and rejected responses of ``prefix`` pairs."""
+    @property
+    def reads_pair_differences(self) -> bool:
+        """Whether meta-training batches may carry each pair's chosen-minus-rejected embedding
+        instead of both (read by ``EpisodicDataModule.train_dataloader``): exact for linear
+        base functions, whose rewards of a difference are the difference of rewards, and half
+        the bytes for the step to read."""
+        return isinstance(self.base_rewards.net, nn.Linear)
+
+    def base_pairs(self, batch: dict[str, Tensor], prefix: str) -> tuple[Tensor, Tensor | None]:
+        """Base rewards ``[B, P, K]`` of the chosen and rejected responses of ``prefix`` pairs;
+        of their differences and None where the batch carries ``{prefix}_difference`` (the
+        real pairs packed, zeros at the padding)."""
+        difference = batch.get(f"{prefix}_difference")  # [M, D]
+        if difference is not None:
+            return unpack_pairs(self.base_rewards(difference), batch[f"{prefix}_mask"]), None
         return (
             self.base_rewards(batch[f"{prefix}_chosen"]),
             self.base_rewards(batch[f"{prefix}_rejected"]),
@@ -209,7 +223,7 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         *,
         first_order: bool | None = None,
         lr_scale: float = 1.0,
-        support: tuple[Tensor, Tensor] | None = None,
+        support: tuple[Tensor, Tensor | None] | None = None,
     ) -> Tensor:
         """Adapted weights ``[B, K]`` of the batch's users from their support pairs, with the
         inner learning rate times ``lr_scale`` (0: no adaptation); ``support`` may give the
@@ -228,7 +242,10 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         )
 
     def query_margins(
-        self, weights: Tensor, batch: dict[str, Tensor], query: tuple[Tensor, Tensor] | None = None
+        self,
+        weights: Tensor,
+        batch: dict[str, Tensor],
+        query: tuple[Tensor, Tensor | None] | None = None,
     ) -> Tensor:
         """``[B, Q]`` reward margins of the query pairs under per-user ``weights``."""
         chosen, rejected = self.base_pairs(batch, "query") if query is None else query
@@ -240,27 +257,45 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         losses = bradley_terry_loss(margins, batch["query_mask"])  # [B], one per user
         reducer = self.task_loss_reducer
         objective = losses.mean() if reducer is None else reducer(losses)
+        batch_size = len(losses)
+        diagnostics = self.logs_step_values(batch_idx)
         if self.hparams.prior_pull and self.has_warm_start:
             pull = self.prior_pull_penalty()
             objective = objective + self.hparams.prior_pull * pull
-            self.log("train/prior_pull", pull.detach(), batch_size=len(losses))
+            if diagnostics:
+                self.log("train/prior_pull", pull.detach(), batch_size=batch_size)
         self.train_accuracy.update(margins, batch["query_mask"])
-        batch_size = len(losses)
-        self.log("train/query_loss", losses.mean().detach(), batch_size=batch_size, prog_bar=True)
-        self.log("train/objective", objective.detach(), batch_size=batch_size)
-        self.log(
-            "train/adapt_distance",
-            (weights - self.w0).norm(dim=-1).mean().detach(),
-            batch_size=batch_size,
-        )
-        self.log(
-            "train/user_acc",
-            self.train_accuracy,
-            on_step=False,
-            on_epoch=True,
-            batch_size=batch_size,
-        )
+        if diagnostics:
+            self.log(
+                "train/query_loss", losses.mean().detach(), batch_size=batch_size, prog_bar=True
+            )
+            self.log("train/objective", objective.detach(), batch_size=batch_size)
+            self.log(
+                "train/adapt_distance",
+                (weights - self.w0).norm(dim=-1).mean().detach(),
+                batch_size=batch_size,
+            )
+        if self._trainer is not None:
+            self.log(
+                "train/user_acc",
+                self.train_accuracy,
+                on_step=False,
+                on_epoch=True,
+                batch_size=batch_size,
+            )
         return objective
+
+    def logs_step_values(self, batch_idx: int) -> bool:
+        """Whether this training step's scalar values are logged: on the steps where Lightning
+        sends step values to the loggers (every ``trainer.log_every_n_steps``) and on an
+        epoch's first step (the progress bar shows the last values logged). Each ``self.log``
+        costs about a millisecond of Lightning's bookkeeping; never without a Trainer."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        every = trainer.log_every_n_steps
+        # the step being taken, counted from 1 as Lightning's logger connector counts it
+        return batch_idx == 0 or (every > 0 and (trainer.global_step + 1) % every == 0)
 
     def prior_pull_penalty(self) -> Tensor:
         """|V - V_warm|^2 + |w0 - w0_warm|^2: how far meta-training has moved from the warm
