@@ -329,9 +329,10 @@ def next_on_device(batches: Iterator[Batch], device: torch.device) -> Batch:
 
 
 def sample_episodes(tasks: MetaTrainBatches, users: list[int], per_batch: int) -> None:
-    """Only the episode sampling of the data path (support / query split, no gathering)."""
-    for start in range(0, len(users), per_batch):
-        tasks.episodes(torch.tensor(users[start : start + per_batch]), 0)
+    """Only the episode sampling of the data path (support / query split, no gathering), as
+    an epoch's iterator does it: every meta-batch's split at once, then padded batch by batch."""
+    for _ in tasks.episodes_by_batch(torch.tensor(users), 0, per_batch):
+        pass
 
 
 def bench_meta_training(

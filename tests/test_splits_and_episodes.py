@@ -257,6 +257,27 @@ def test_a_users_episode_is_the_same_in_any_meta_batch():
     assert not torch.equal(tasks.episode(5, 2)[0], tasks.episode(5, 1)[0])
 
 
+def test_an_epochs_batches_are_split_at_once_with_each_batchs_own_padding():
+    data = shared_unit_data(pairs_per_user=30, units_per_user=30)
+    tasks = MetaTrainBatches(
+        data, train_pairs_of(data), torch.arange(12), 3, 8, 5, seed=0, support_size_min=1
+    )
+    users = torch.tensor([5, 2, 9, 0, 11, 7, 3])  # batches of 3, 3 and 1 users
+    by_batch = list(tasks.episodes_by_batch(users, 1, 3))
+    assert len(by_batch) == 3
+    for got, alone in zip(by_batch, users.split(3), strict=True):
+        want = tasks.episodes(alone, 1)  # padded to this batch's widest user, not the epoch's
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    # and the iterator yields exactly these episodes, batch by batch
+    for batch in tasks:
+        support, support_mask, *_ = tasks.episodes(batch["user"], 0)
+        assert torch.equal(batch["support_mask"], support_mask)
+        assert torch.equal(
+            batch["support_chosen"][support_mask],
+            data.embeddings[data.chosen[support[support_mask]]],
+        )
+
+
 def test_episode_keys_are_pinned():
     # every episode (so every documented result) depends on these numbers: a change to the
     # hash is a change to the sampling, on purpose or not

@@ -14,12 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .episodes import gather_differences
 from .preferences import PreferenceData
 
 
 def pair_differences(data: PreferenceData) -> Tensor:
-    """``[P, D]`` embedding of the chosen minus the rejected response of every pair."""
-    return data.embeddings[data.chosen] - data.embeddings[data.rejected]
+    """``[P, D]`` float32 embedding of the chosen minus the rejected response of every pair,
+    built without a ``[P, D]`` copy of either side (at 100,000 pairs of 4096-d, each is
+    1.6 GB)."""
+    return gather_differences(data.embeddings, data.chosen, data.rejected)
 
 
 def fit_bradley_terry_linear(differences: Tensor, l2: float, max_iter: int = 200) -> Tensor:

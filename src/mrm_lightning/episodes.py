@@ -198,10 +198,11 @@ class MetaTrainBatches(IterableDataset):
     def __len__(self) -> int:
         return len(self.users) // (self.users_per_batch * self.world_size)
 
-    def episodes(self, users: Tensor, epoch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Episodes of ``[B]`` users: support pairs ``[B, S]`` and mask, query pairs ``[B, Q]``
-        and mask (pair indices, 0 where padded). A user's episode depends only on
-        ``(seed, epoch, user)``: its random keys hash exactly these (and its pairs)."""
+    def split(self, users: Tensor, epoch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The training pairs of ``[B]`` users, ``[M]`` each: the user's position in ``users``
+        (non-decreasing), the pair's row, its side (0 support, 1 query, 2 left out) and its
+        rank within the side. A user's part depends only on ``(seed, epoch, user)``: its
+        random keys hash exactly these (and its pairs), whoever else is in ``users``."""
         position = self.position[users]  # [B]
         lengths = self.lengths[position]
         owner = torch.repeat_interleave(torch.arange(len(users)), lengths)  # [M]
@@ -217,11 +218,39 @@ class MetaTrainBatches(IterableDataset):
         unit_key = hash_keys(prefix, 1, user_of, unit)
         pair_key = hash_keys(prefix, 2, user_of, pairs)
         side, rank = split_by_units(unit, owner, num_support, self.query_size, unit_key, pair_key)
+        return owner, pairs, side, rank
+
+    @staticmethod
+    def padded(
+        owner: Tensor, pairs: Tensor, side: Tensor, rank: Tensor, users: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`split`'s pairs of ``users`` users as support pairs ``[B, S]`` and mask, query
+        pairs ``[B, Q]`` and mask (pair indices, 0 where padded)."""
         support, query = side == 0, side == 1
         return (
-            *pad_by_rank(owner[support], rank[support], pairs[support], len(users)),
-            *pad_by_rank(owner[query], rank[query], pairs[query], len(users)),
+            *pad_by_rank(owner[support], rank[support], pairs[support], users),
+            *pad_by_rank(owner[query], rank[query], pairs[query], users),
         )
+
+    def episodes(self, users: Tensor, epoch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Episodes of ``[B]`` users: support pairs ``[B, S]`` and mask, query pairs ``[B, Q]``
+        and mask (pair indices, 0 where padded). A user's episode depends only on
+        ``(seed, epoch, user)``."""
+        return self.padded(*self.split(users, epoch), len(users))
+
+    def episodes_by_batch(
+        self, users: Tensor, epoch: int, per_batch: int
+    ) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """:meth:`episodes` of each ``per_batch`` consecutive users of ``users``, all split at
+        once: an epoch's episodes take a few tensor operations, not a few per meta-batch."""
+        if not len(users):
+            return
+        owner, pairs, side, rank = self.split(users, epoch)
+        edges = list(range(0, len(users), per_batch)) + [len(users)]
+        cuts = torch.searchsorted(owner, torch.tensor(edges)).tolist()  # owner is sorted
+        for (first, end), (lo, hi) in zip(zip(edges, edges[1:]), zip(cuts, cuts[1:])):
+            part = owner[lo:hi] - first, pairs[lo:hi], side[lo:hi], rank[lo:hi]
+            yield self.padded(*part, end - first)
 
     def episode(self, user: int, epoch: int) -> tuple[Tensor, Tensor]:
         """One user's support and query pairs (as in every meta-batch it is part of)."""
@@ -237,13 +266,15 @@ class MetaTrainBatches(IterableDataset):
             resume_epoch, done = self.resume
             self.resume = None
             first = min(done, len(self)) if resume_epoch == epoch else 0
-        for step in range(first, len(self)):
-            start = step * width + self.rank * self.users_per_batch
-            users = order[start : start + self.users_per_batch]
-            support, support_mask, query, query_mask = self.episodes(users, epoch)
-            gather = functools.partial(
-                gather_pairs, self.data, buffers=self.buffers, differences=self.differences
-            )
+        # this process's users of every remaining meta-batch, in order: [steps * B]
+        starts = torch.arange(first, len(self)) * width + self.rank * self.users_per_batch
+        mine = order[(starts[:, None] + torch.arange(self.users_per_batch)).reshape(-1)]
+        gather = functools.partial(
+            gather_pairs, self.data, buffers=self.buffers, differences=self.differences
+        )
+        episodes = self.episodes_by_batch(mine, epoch, self.users_per_batch)
+        for users, episode in zip(mine.split(self.users_per_batch), episodes, strict=True):
+            support, support_mask, query, query_mask = episode
             yield {
                 **gather(support, support_mask, "support"),
                 **gather(query, query_mask, "query"),

@@ -10,7 +10,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from .baselines import fit_global_reward
+from .baselines import fit_global_reward, pair_differences
 from .episodes import unpack_pairs
 from .evaluation import AdaptiveEvaluation, evaluation_metrics
 from .heads import BaseRewardFunctions, Combination
@@ -171,9 +171,9 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         if train.num_pairs > hp.fit_sample_pairs:  # a seeded sample keeps the fits cheap
             pick = torch.randperm(train.num_pairs, generator=torch.Generator().manual_seed(0))
             train = train.subset(pick[: hp.fit_sample_pairs])
-        if hp.standardize_inputs:
-            differences = train.embeddings[train.chosen] - train.embeddings[train.rejected]
-            self.base_rewards.fitted_scale.fill_(standardizing_scale(differences))
+        if hp.standardize_inputs:  # the [P, D] differences are freed before the global fit
+            scale = standardizing_scale(pair_differences(train))
+            self.base_rewards.fitted_scale.fill_(scale)
         if hp.warm_start and hp.hidden_dim == 0:
             val = datamodule.validation_pairs()
             direction, _ = fit_global_reward(train, val)  # on raw embeddings: undo the scale

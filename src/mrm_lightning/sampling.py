@@ -76,7 +76,8 @@ def split_by_units(
     units = len(pair_unit_id)
     unit_owner = torch.zeros(units, dtype=torch.long).scatter_(0, first, owner)
     key_of_unit = torch.zeros(units, dtype=torch.long).scatter_(0, first, unit_key)
-    order = torch.argsort((unit_owner << 31) | key_of_unit)  # by user, then key
+    # stable: equal keys keep their order, so a user's split never depends on other users
+    order = torch.argsort((unit_owner << 31) | key_of_unit, stable=True)  # by user, then key
     size = torch.bincount(first, minlength=units)[order]  # [U] pairs per unit, in order
     owner_in_order = unit_owner[order]
     ends = torch.cumsum(size, 0)
@@ -91,7 +92,7 @@ def split_by_units(
     side = (~unit_joins[first]).long()  # [M] 0 support, 1 query
     # pairs by (user, side, key): ranks within each user's side
     group = owner * 2 + side
-    pair_order = torch.argsort((group << 31) | pair_key)
+    pair_order = torch.argsort((group << 31) | pair_key, stable=True)
     counts = torch.bincount(group, minlength=2 * users)  # [2B]
     group_start = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(owner)
