@@ -32,7 +32,8 @@ def combine(weights: Tensor, base_rewards: Tensor, combination: Combination) -> 
         mix = weights
     else:
         raise ValueError(f"combination must be 'softmax' or 'linear', got {combination!r}")
-    return torch.einsum("bpk,bk->bp", base_rewards, mix)
+    # [B, P, K] @ [B, K, 1]: the product einsum("bpk,bk->bp") makes, without its parsing
+    return (base_rewards @ mix.unsqueeze(-1)).squeeze(-1)
 
 
 class BaseRewardFunctions(nn.Module):
