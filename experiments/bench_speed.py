@@ -649,8 +649,14 @@ def print_table(r: dict) -> None:
 
 
 def progress(start: float, message: str) -> None:
-    """A phase's start on stderr, so that a long run shows where it is."""
-    print(f"[{time.perf_counter() - start:6.1f} s] {message}", file=sys.stderr, flush=True)
+    """A phase's start on stderr, so that a long run shows where it is (and where its memory
+    peaked: the peak so far is printed with each phase)."""
+    print(
+        f"[{time.perf_counter() - start:6.1f} s] {message} "
+        f"(peak RSS so far {peak_rss_bytes() / 2**30:.2f} GiB)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

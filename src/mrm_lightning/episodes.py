@@ -43,6 +43,9 @@ def gather_rows(embeddings, rows: Tensor, buffers: ReusableBuffers | None = None
     return out.copy_(torch.index_select(table, 0, rows, out=buffers.take(shape, table.dtype)))
 
 
+DIFFERENCE_BLOCK = 128  # rows of a compact table cast and subtracted at a time (~2 MB)
+
+
 def gather_differences(
     embeddings, chosen: Tensor, rejected: Tensor, buffers: ReusableBuffers | None = None
 ) -> Tensor:
@@ -58,15 +61,24 @@ def gather_differences(
         rows = torch.stack([chosen, rejected], 1)  # [N, 2]
         signs = torch.tensor([1.0, -1.0]).expand(len(rows), 2)
         return F.embedding_bag(rows, table, mode="sum", per_sample_weights=signs)
-    out = gather_rows(embeddings, chosen, buffers)  # [N, D] float32
-    shape = (len(rejected), table.shape[1])
-    scratch = (
-        torch.empty(shape, dtype=table.dtype)
-        if buffers is None
-        else buffers.take(shape, table.dtype)
-    )
-    # float32 minus the stored rows: a compact row is cast exactly, as gather_rows casts it
-    return out.sub_(torch.index_select(table, 0, rejected, out=scratch))
+
+    # a compact table: its rows cast to float32, then subtracted, a block of rows at a time, so
+    # that the cast rejected rows stay in cache (float32 minus a compact row would cast it on
+    # the fly, much slower); the same numbers as float32(chosen) - float32(rejected)
+    def take(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        return torch.empty(shape, dtype=dtype) if buffers is None else buffers.take(shape, dtype)
+
+    size, dim = len(chosen), table.shape[1]
+    rows = max(1, min(size, DIFFERENCE_BLOCK))
+    out = take((size, dim), torch.float32)  # [N, D]
+    stored, cast = take((rows, dim), table.dtype), take((rows, dim), torch.float32)
+    for start in range(0, size, rows):
+        block = out[start : start + rows]
+        n = len(block)
+        block.copy_(torch.index_select(table, 0, chosen[start : start + n], out=stored[:n]))
+        rejected_rows = torch.index_select(table, 0, rejected[start : start + n], out=stored[:n])
+        block.sub_(cast[:n].copy_(rejected_rows))
+    return out
 
 
 def unpack_pairs(values: Tensor, mask: Tensor) -> Tensor:

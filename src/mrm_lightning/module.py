@@ -294,8 +294,10 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         if trainer is None:
             return False
         every = trainer.log_every_n_steps
-        # the step being taken, counted from 1 as Lightning's logger connector counts it
-        return batch_idx == 0 or (every > 0 and (trainer.global_step + 1) % every == 0)
+        # the step being taken, counted from 1 as Lightning's logger connector counts it; it
+        # also logs the step on which a run is told to stop
+        step = trainer.global_step + 1
+        return batch_idx == 0 or trainer.should_stop or (every > 0 and step % every == 0)
 
     def prior_pull_penalty(self) -> Tensor:
         """|V - V_warm|^2 + |w0 - w0_warm|^2: how far meta-training has moved from the warm
