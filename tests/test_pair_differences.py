@@ -158,3 +158,13 @@ def test_a_fit_feeds_differences_to_linear_heads_and_logs_every_n_steps(tmp_path
     assert steps == list(range(1, 3 * batches, 2))
     assert sum(bool(r.get("train/user_acc")) for r in logged) == 3  # one per epoch
     assert "train/query_loss" in trainer.progress_bar_metrics
+
+
+def test_the_input_scale_is_fitted_a_block_of_pairs_at_a_time():
+    from mrm_lightning.baselines import mean_square_difference, pair_differences
+    from mrm_lightning.warm_start import standardizing_scale
+
+    data = make_datamodule().data
+    want = standardizing_scale(pair_differences(data))
+    for block in (7, 8192):
+        assert mean_square_difference(data, block) ** -0.5 == pytest.approx(want, rel=1e-12)

@@ -25,6 +25,18 @@ def pair_differences(data: PreferenceData) -> Tensor:
     return gather_differences(data.embeddings, data.chosen, data.rejected)
 
 
+def mean_square_difference(data: PreferenceData, block: int = 8192) -> float:
+    """Mean of the squared entries of :func:`pair_differences`, in float64, summed ``block``
+    pairs at a time: never all the differences at once, nor a float64 copy of them (at
+    100,000 pairs of 4096-d, 1.6 GB and 3.2 GB)."""
+    total = torch.zeros((), dtype=torch.float64)
+    for start in range(0, data.num_pairs, block):
+        chosen, rejected = data.chosen[start : start + block], data.rejected[start : start + block]
+        total += gather_differences(data.embeddings, chosen, rejected).double().square().sum()
+    count = data.num_pairs * data.embedding_dim
+    return float(total) / count if count else 0.0
+
+
 def fit_bradley_terry_linear(differences: Tensor, l2: float, max_iter: int = 200) -> Tensor:
     """argmin_v mean(-log sigmoid(d . v)) + l2 * |v|^2, by L-BFGS (the problem is convex)."""
     weights = torch.zeros(differences.shape[1], dtype=differences.dtype, requires_grad=True)
