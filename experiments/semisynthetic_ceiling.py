@@ -85,9 +85,9 @@ def ceilings(datamodule: EpisodicDataModule) -> dict[str, float]:
             scores[name].append(float((margins > 0).float().mean()))
     result = {name: statistics.mean(values) for name, values in scores.items()}
     unseen_test = data.subset(torch.cat([test[u] for u in unseen]))
-    seen = datamodule.meta_train_users
-    direction, _ = fit_global_reward(data.subset(torch.cat([train[u] for u in seen.tolist()])),
-                                     datamodule.validation_pairs())  # fmt: skip
+    # the report's global model: every seen user's training pairs, L2 chosen on validation
+    seen_train = datamodule.pairs(TRAIN, datamodule.split.seen_users)
+    direction, _ = fit_global_reward(seen_train, datamodule.validation_pairs())
     result["global reward model"] = evaluate_linear_reward(direction, unseen_test)[0]
     result["oracle (true rewards)"] = user_level_accuracy(
         unseen_test.oracle_margin, unseen_test.user

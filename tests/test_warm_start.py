@@ -84,3 +84,15 @@ def test_without_warm_start_the_prior_is_a_random_mix():
     assert float(model.base_rewards.fitted_scale) == 1.0
     dm2, warm = fitted()
     assert not torch.equal(model.base_rewards.net.weight, warm.base_rewards.net.weight)
+
+
+def test_scale_for_mean_square_is_standardizing_scale_given_the_mean_square():
+    from mrm_lightning.warm_start import scale_for_mean_square
+
+    # [[3, -4], [0, 0]]: mean square 25 / 4, so 1 / 2.5
+    assert (
+        scale_for_mean_square(6.25)
+        == 0.4
+        == standardizing_scale(torch.tensor([[3.0, -4.0], [0.0, 0.0]]))
+    )
+    assert scale_for_mean_square(0.0) == 1.0

@@ -19,7 +19,7 @@ from .maml import InnerOptimizer, adapt, pair_margins
 from .metrics import UserAccuracy
 from .schedule import warmup_cosine
 from .splits import TRAIN
-from .warm_start import warm_start_rows
+from .warm_start import scale_for_mean_square, warm_start_rows
 
 
 class MetaRewardModel(AdaptiveEvaluation, LightningModule):
@@ -171,9 +171,9 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         if train.num_pairs > hp.fit_sample_pairs:  # a seeded sample keeps the fits cheap
             pick = torch.randperm(train.num_pairs, generator=torch.Generator().manual_seed(0))
             train = train.subset(pick[: hp.fit_sample_pairs])
-        if hp.standardize_inputs:  # standardizing_scale, without all the differences at once
-            mean_square = mean_square_difference(train)
-            self.base_rewards.fitted_scale.fill_(mean_square**-0.5 if mean_square > 0 else 1.0)
+        if hp.standardize_inputs:  # without all the differences in memory at once
+            scale = scale_for_mean_square(mean_square_difference(train))
+            self.base_rewards.fitted_scale.fill_(scale)
         if hp.warm_start and hp.hidden_dim == 0:
             val = datamodule.validation_pairs()
             direction, _ = fit_global_reward(train, val)  # on raw embeddings: undo the scale

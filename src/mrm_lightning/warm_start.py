@@ -19,6 +19,13 @@ from torch import Tensor
 def standardizing_scale(differences: Tensor) -> float:
     """``1 / sqrt(mean(d^2))`` over every entry of ``[P, D]`` pair differences (1 if all zero)."""
     mean_square = float(differences.double().square().mean()) if differences.numel() else 0.0
+    return scale_for_mean_square(mean_square)
+
+
+def scale_for_mean_square(mean_square: float) -> float:
+    """``1 / sqrt(mean_square)``, or 1 where it is 0: :func:`standardizing_scale` given the mean
+    square already (computed in blocks by :func:`mrm_lightning.baselines.mean_square_difference`
+    when the differences would not fit in memory at once)."""
     return 1.0 / mean_square**0.5 if mean_square > 0 else 1.0
 
 

@@ -18,10 +18,11 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from ..baselines import mean_square_difference
 from ..metrics import UserAccuracy
 from ..selection import select_adaptation
 from ..splits import TRAIN
-from ..warm_start import standardizing_scale
+from ..warm_start import scale_for_mean_square
 
 GROUPS = {"seen": "test_seen", "unseen": "test_unseen", "all": "test"}
 
@@ -76,8 +77,8 @@ class PeerModel(LightningModule):
         if stage == "fit":
             if self.standardize_inputs:
                 train = datamodule.pairs(TRAIN, datamodule.meta_train_users)
-                differences = train.embeddings[train.chosen] - train.embeddings[train.rejected]
-                self.input_scale.fill_(standardizing_scale(differences))
+                scale = scale_for_mean_square(mean_square_difference(train))  # MRM's scale
+                self.input_scale.fill_(scale)
             self.fit_to_data(datamodule)
 
     def scaled(self, batch: dict[str, Tensor], name: str) -> Tensor:
