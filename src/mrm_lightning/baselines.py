@@ -37,6 +37,17 @@ def mean_square_difference(data: PreferenceData, block: int = 8192) -> float:
     return float(total) / count if count else 0.0
 
 
+def difference_second_moment(data: PreferenceData, block: int = 8192) -> Tensor:
+    """``[D, D]`` float64 mean of ``d d^T`` over the pairs' differences, ``block`` pairs at a
+    time (their principal directions, :mod:`mrm_lightning.subspace`)."""
+    total = torch.zeros(data.embedding_dim, data.embedding_dim, dtype=torch.float64)
+    for start in range(0, data.num_pairs, block):
+        chosen, rejected = data.chosen[start : start + block], data.rejected[start : start + block]
+        differences = gather_differences(data.embeddings, chosen, rejected).double()
+        total += differences.T @ differences
+    return total / max(data.num_pairs, 1)
+
+
 def fit_bradley_terry_linear(differences: Tensor, l2: float, max_iter: int = 200) -> Tensor:
     """argmin_v mean(-log sigmoid(d . v)) + l2 * |v|^2, by L-BFGS (the problem is convex)."""
     weights = torch.zeros(differences.shape[1], dtype=differences.dtype, requires_grad=True)
@@ -56,7 +67,7 @@ def user_level_accuracy(margins: Tensor, users: Tensor) -> tuple[float, int]:
     """Mean over users of per-user accuracy for flat ``[P]`` margins; also the user count."""
     distinct, row = torch.unique(users, return_inverse=True)
     correct = torch.zeros(len(distinct)).index_add_(0, row, (margins > 0).float())
-    total = torch.zeros(len(distinct)).index_add_(0, row, torch.ones_like(margins))
+    total = torch.zeros(len(distinct)).index_add_(0, row, torch.ones(len(margins)))
     return float((correct / total).mean()) if len(distinct) else float("nan"), len(distinct)
 
 

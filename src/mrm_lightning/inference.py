@@ -157,7 +157,10 @@ class PersonalizedRewardModel:
         return {
             "steps": int(hp.inner_steps),
             "lr": float(lr),
-            "optimizer": str(hp.inner_optimizer),
+            # "posterior": the weights are Bayes' rule over the base functions, not steps
+            "optimizer": "posterior"
+            if getattr(hp, "adaptation", "gradient") == "posterior"
+            else str(hp.inner_optimizer),
             "proximal": float(hp.inner_proximal),
             "warm_start": self.uses_warm_start,
         }

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
+from torch.nn.utils.parametrize import register_parametrization
 
-from .baselines import fit_global_reward, mean_square_difference
 from .episodes import unpack_pairs
 from .evaluation import AdaptiveEvaluation, evaluation_metrics
 from .heads import BaseRewardFunctions, Combination
+from .initialization import initialize_from_data
 from .losses import bradley_terry_loss
 from .maml import InnerOptimizer, adapt, pair_margins
 from .metrics import UserAccuracy
+from .posterior import posterior_weights
 from .schedule import warmup_cosine
-from .splits import TRAIN
-from .warm_start import scale_for_mean_square, warm_start_rows
+from .subspace import PrincipalSubspace
 
 
 class MetaRewardModel(AdaptiveEvaluation, LightningModule):
@@ -41,6 +43,10 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         inner_steps: adaptation steps per user (0: no personalization, w0 for everyone).
         inner_lr: inner-loop learning rate.
         inner_optimizer: ``sgd`` (classic MAML) or ``adam`` (the reference code).
+        adaptation: ``gradient`` (MAML: ``inner_steps`` steps of ``inner_optimizer``) or
+            ``posterior`` (softmax mixing only: a user's weights are the posterior over which
+            base function is its reward, ``w0 + inner_lr * sum log sigmoid(margins)``, one
+            closed-form step, :mod:`mrm_lightning.posterior`; ``inner_lr`` 1 is Bayes' rule).
         first_order: drop second-order terms of the meta-gradient (FOMAML).
         optimizer: the outer (meta) optimizer, a callable taking the parameters.
         warmup_fraction: share of training steps with linear lr warm-up.
@@ -66,6 +72,18 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
             each of these (0: no adaptation, the prior w0); the best on validation is kept
             with the checkpoint and used for test and scoring. Include 0 so that MRM can
             always fall back to its prior.
+        mixture_warm_start: before meta-training, fit a latent-class Bradley-Terry model (K
+            classes of users, EM on the seen users' training pairs,
+            :mod:`mrm_lightning.mixture`) and start the base functions at its K class
+            directions and w0 at its class proportions: meta-training then starts where the
+            users' tastes cluster. Linear base functions only. The global model stays the
+            fallback candidate (``warm_start``).
+        mixture_l2_grid: the EM fits' L2 strengths (on standardised inputs); the one whose
+            mixture best predicts validation users' held-out pairs is used.
+        principal_ranks: restrict the linear base functions to the span of the r leading
+            principal directions of the training pairs' differences (0: no restriction;
+            :mod:`mrm_lightning.subspace`). With several, the mixture start chooses the rank
+            together with its L2 on validation users.
     """
 
     def __init__(
@@ -78,6 +96,7 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         inner_steps: int = 1,
         inner_lr: float = 0.1,
         inner_optimizer: InnerOptimizer = "sgd",
+        adaptation: Literal["gradient", "posterior"] = "gradient",
         first_order: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         warmup_fraction: float = 0.05,
@@ -89,6 +108,9 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         prior_pull: float = 0.0,
         warm_start_alpha: float = 0.05,
         adaptation_lr_scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0),
+        mixture_warm_start: bool = False,
+        mixture_l2_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3),
+        principal_ranks: tuple[int, ...] = (0,),
     ) -> None:
         super().__init__()
         if inner_steps < 0:
@@ -103,6 +125,15 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
             raise ValueError(
                 f"model.inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}"
             )
+        if adaptation not in ("gradient", "posterior"):
+            raise ValueError(
+                f"model.adaptation must be 'gradient' or 'posterior', got {adaptation!r}"
+            )
+        if adaptation == "posterior" and combination != "softmax":
+            raise ValueError(
+                "model.adaptation 'posterior' reads softmax(w0) as a prior over the base "
+                f"functions: it needs model.combination 'softmax', got {combination!r}"
+            )
         if not adaptation_lr_scales or min(adaptation_lr_scales) < 0:
             raise ValueError(
                 f"model.adaptation_lr_scales must be non-empty and >= 0, got {adaptation_lr_scales}"
@@ -113,10 +144,34 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
             raise ValueError(f"model.inner_proximal must be >= 0, got {inner_proximal}")
         if not 0 < warm_start_alpha < 1:
             raise ValueError(f"model.warm_start_alpha must be in (0, 1), got {warm_start_alpha}")
+        if mixture_warm_start and (hidden_dim or not mixture_l2_grid or prior_pull):
+            raise ValueError(
+                "model.mixture_warm_start needs linear base functions (hidden_dim 0), a "
+                "non-empty model.mixture_l2_grid, and prior_pull 0 (which pulls towards the "
+                "global model's start)"
+            )
+        if not principal_ranks or min(principal_ranks) < 0 or max(principal_ranks) > embedding_dim:
+            raise ValueError(
+                f"model.principal_ranks must be in [0, embedding_dim={embedding_dim}], "
+                f"got {principal_ranks}"
+            )
+        if max(principal_ranks) and hidden_dim:
+            raise ValueError("model.principal_ranks restricts linear base functions: hidden_dim 0")
+        if len(set(principal_ranks)) > 1 and not mixture_warm_start:
+            raise ValueError(
+                "several model.principal_ranks are chosen among by the mixture start: set "
+                "model.mixture_warm_start true, or give one rank"
+            )
         self.save_hyperparameters(ignore=["optimizer"])
         self.base_rewards = BaseRewardFunctions(
             embedding_dim, num_base_rewards, hidden_dim, input_scale
         )
+        if max(principal_ranks):  # the layer reads its weight projected (buffers: basis, rank)
+            register_parametrization(
+                self.base_rewards.net,
+                "weight",
+                PrincipalSubspace(embedding_dim, max(principal_ranks)),
+            )
         # softmax(0) mixes the base functions equally; linear mixing starts from their mean too.
         initial = 0.0 if combination == "softmax" else 1.0 / num_base_rewards
         self.w0 = nn.Parameter(torch.full((num_base_rewards,), initial))
@@ -162,29 +217,10 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
             self.fit_to_data(datamodule)
 
     def fit_to_data(self, datamodule) -> None:
-        """Standardise the inputs and warm-start from the global model (as the settings say),
-        fitted on the seen users' training pairs only (validation pairs choose the L2)."""
-        hp = self.hparams
-        if not (hp.standardize_inputs or hp.warm_start):
-            return
-        train = datamodule.pairs(TRAIN, datamodule.meta_train_users)
-        if train.num_pairs > hp.fit_sample_pairs:  # a seeded sample keeps the fits cheap
-            pick = torch.randperm(train.num_pairs, generator=torch.Generator().manual_seed(0))
-            train = train.subset(pick[: hp.fit_sample_pairs])
-        if hp.standardize_inputs:  # without all the differences in memory at once
-            scale = scale_for_mean_square(mean_square_difference(train))
-            self.base_rewards.fitted_scale.fill_(scale)
-        if hp.warm_start and hp.hidden_dim == 0:
-            val = datamodule.validation_pairs()
-            direction, _ = fit_global_reward(train, val)  # on raw embeddings: undo the scale
-            layer = self.base_rewards.net
-            with torch.no_grad():
-                layer.weight.copy_(
-                    warm_start_rows(layer.weight, direction / self.base_rewards.scale)
-                )
-                self.warm_weight.copy_(layer.weight)
-                self.warm_w0.copy_(self.w0)
-                self.has_warm_start.fill_(True)
+        """Standardise the inputs and start from the data (global warm start, principal
+        subspace, mixture start, as the settings say), fitted on the seen users' training pairs
+        only; validation users choose among candidates (:mod:`mrm_lightning.initialization`)."""
+        initialize_from_data(self, datamodule)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record how texts were encoded, under ``mrm_encoder``: read back by
@@ -229,9 +265,14 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         inner learning rate times ``lr_scale`` (0: no adaptation); ``support`` may give the
         support pairs' base rewards already computed."""
         hp = self.hparams
+        if support is None:
+            support = self.base_pairs(batch, "support")
+        if hp.adaptation == "posterior" and hp.inner_steps:
+            temperature = hp.inner_lr * lr_scale
+            return posterior_weights(self.w0, *support, batch["support_mask"], temperature)
         return adapt(
             self.w0,
-            *(self.base_pairs(batch, "support") if support is None else support),
+            *support,
             batch["support_mask"],
             steps=hp.inner_steps,
             lr=hp.inner_lr * lr_scale,

@@ -155,6 +155,7 @@ def selected_adaptation(module) -> dict | None:
         "inner_lr": module.hparams.inner_lr * scale,
         "inner_steps": module.hparams.inner_steps if scale else 0,
         "inner_optimizer": module.hparams.inner_optimizer,
+        "adaptation": getattr(module.hparams, "adaptation", "gradient"),
         "inner_proximal": module.hparams.inner_proximal,
         "validation_user_acc_by_lr_scale": {
             str(s): float(a) for s, a in zip(scales, module.selection_accuracy.tolist())
@@ -190,6 +191,12 @@ def _selection_line(selected: dict) -> str:
         )
     elif selected["lr_scale"] == 0:
         line = "Adaptation chosen on validation: none (the prior w0 for everybody)."
+    elif selected.get("adaptation") == "posterior":
+        line = (
+            f"Adaptation chosen on {selected['validated_on']}: the posterior over the base "
+            f"functions at temperature {selected['inner_lr']:g} "
+            f"({selected['lr_scale']:g} x model.inner_lr)."
+        )
     else:
         line = (
             f"Adaptation chosen on {selected['validated_on']}: {selected['inner_steps']} "

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from .preferences import PreferenceData, PreferenceSource
+from .subspace import leading_directions
 from .text_sources import TextPreferences, index_texts
 
 
@@ -75,9 +76,7 @@ def principal_directions(differences: Tensor, rank: int) -> Tensor:
     dim = differences.shape[1]
     if rank <= 0 or rank >= dim:
         return torch.eye(dim)
-    second_moment = differences.double().T @ differences.double()  # [D, D]
-    _, vectors = torch.linalg.eigh(second_moment)  # ascending eigenvalues
-    return vectors[:, -rank:].flip(1).float()
+    return leading_directions(differences.double().T @ differences.double(), rank).float()
 
 
 def difference_rms(values: Tensor, first: Tensor, second: Tensor) -> Tensor:
