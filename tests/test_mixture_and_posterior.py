@@ -3,11 +3,14 @@ classes are planted."""
 
 from __future__ import annotations
 
+import json
 import math
 
+import pytest
 import torch
 
 from mrm_lightning import EpisodicDataModule, MetaRewardModel, SyntheticPopulation
+from mrm_lightning.cli import cli_main
 from mrm_lightning.mixture import (
     PreferenceMixture,
     choose_mixture,
@@ -200,3 +203,25 @@ def test_the_mixture_start_chooses_a_rank_and_the_layer_stays_in_its_span():
     _, forced = mixture_model(principal_ranks=(1,), adaptation="posterior", inner_lr=1.0)
     rows = forced.base_rewards.net.weight
     assert torch.linalg.matrix_rank(rows, atol=1e-5) == 1
+
+
+def test_mrm_fit_with_posterior_mixture_and_ranks_then_test_the_checkpoint(tiny_args, tmp_path):
+    settings = [
+        "--model.combination", "softmax",
+        "--model.adaptation", "posterior",
+        "--model.inner_lr", "1.0",
+        "--model.mixture_warm_start", "true",
+        "--model.principal_ranks", "[4, 0]",
+        "--test_after_fit", "true",
+    ]  # fmt: skip
+    cli = cli_main(["fit", *tiny_args, *settings])
+    results = json.loads((tmp_path / "runs/tiny/version_0/results.json").read_text())
+    assert results["selected_adaptation"]["adaptation"] == "posterior"
+    rank = int(cli.model.base_rewards.net.parametrizations.weight[0].rank)
+    assert rank in (0, 4)
+    # the checkpoint, tested on its own, restores the rank restriction and gives the same numbers
+    again = cli_main(["test", *tiny_args, *settings[:-2], "--ckpt_path", results["checkpoint"]])
+    assert int(again.model.base_rewards.net.parametrizations.weight[0].rank) == rank
+    assert again.trainer.callback_metrics["test/user_acc"] == pytest.approx(
+        results["metrics"]["test/user_acc"]
+    )
