@@ -72,8 +72,10 @@ def test_mrm_and_mrm_rpo_differ_only_by_the_rpo_callback(tmp_path):
 def test_benchmark_end_to_end_on_the_tiny_config(tmp_path):
     out = tmp_path / "bench"
     argv = ["--config", str(REPO / "configs/tiny.yaml"), "--methods", "global", "vpl"]
-    main([*argv, "--seeds", "0", "1", "--max_epochs", "3", "--out", str(out)])
+    overrides = ["--data.max_train_pairs_unseen", "6"]
+    main([*argv, "--seeds", "0", "1", "--max_epochs", "3", "--out", str(out), *overrides])
     results = json.loads((out / "results.json").read_text())
+    assert results["data_overrides"] == overrides  # recorded with the results
     assert [(r["method"], r["seed"]) for r in results["runs"]] == [
         ("global", 0), ("global", 1), ("vpl", 0), ("vpl", 1)
     ]  # fmt: skip
@@ -99,6 +101,7 @@ def test_benchmark_end_to_end_on_the_tiny_config(tmp_path):
         unseen = results["summary"][method]["unseen"]
         assert f"{unseen['mean']:.3f} ± {unseen['std']:.3f}" in row
     assert "worst 10% unseen" in table and "shots.png" in table
+    assert "--data.max_train_pairs_unseen 6" in table
     image = Image.open(out / "shots.png").convert("RGB")
     assert image.size == (1100, 640)
     colours = set(image.getdata())

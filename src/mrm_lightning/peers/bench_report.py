@@ -78,6 +78,8 @@ def write_results(records: list[dict], args) -> dict:
         "config": str(args.config),
         "seeds": seeds,
         "max_epochs_override": args.max_epochs,
+        # --data.* settings given on the command line, on top of the config's data section
+        "data_overrides": list(getattr(args, "data_overrides", [])),
         "summary": summary,
         "runs": records,
     }
@@ -98,6 +100,8 @@ def write_results(records: list[dict], args) -> dict:
     ]
     if args.max_epochs is not None:
         text.insert(2, f"Trained methods ran {args.max_epochs} epochs (--max_epochs).\n")
+    if getattr(args, "data_overrides", None):
+        text.insert(2, f"Data settings on top of the config: `{' '.join(args.data_overrides)}`\n")
     (out / "results.md").write_text("\n".join(text))
     plot_shots(summary, out / "shots.png", title=f"Unseen users, {Path(args.config).name}")
     return payload
