@@ -26,3 +26,12 @@ def test_users_without_pairs_are_ignored_and_reset_clears():
     metric.reset()
     metric.update(torch.tensor([[-1.0]]), torch.tensor([[True]]))
     assert metric.compute().item() == 0.0
+
+
+def test_no_users_is_nan_and_an_empty_batch_counts_nobody():
+    metric = UserAccuracy()
+    assert torch.isnan(metric.compute())
+    metric.update(torch.zeros(0, 0), torch.zeros(0, 0, dtype=torch.bool))
+    assert torch.isnan(metric.compute()) and metric.per_user_values().numel() == 0
+    metric.update(torch.tensor([[0.0, 2.0]]), torch.tensor([[True, True]]))  # 0 is not right
+    assert metric.compute().item() == 0.5

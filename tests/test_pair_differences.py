@@ -6,7 +6,12 @@ import torch
 
 from mrm_lightning import EpisodicDataModule, MetaRewardModel, SyntheticPopulation
 from mrm_lightning.buffers import ReusableBuffers
-from mrm_lightning.episodes import gather_differences, unpack_pairs
+from mrm_lightning.episodes import (
+    gather_differences,
+    gather_episode_differences,
+    gather_pairs,
+    unpack_pairs,
+)
 from mrm_lightning.maml import adapt, adapt_per_user, pair_margins
 
 
@@ -65,6 +70,27 @@ def test_unpack_pairs_by_hand():
     assert torch.equal(
         values.grad, torch.tensor([[0.0, 1.0], [4.0, 5.0], [12.0, 13.0], [14.0, 15.0]])
     )
+
+
+def test_unpack_pairs_without_padding_keeps_every_row_in_order():
+    mask = torch.ones(2, 3, dtype=torch.bool)  # fixed-size supports: every place is real
+    values = torch.arange(12.0).view(2, 6).T.requires_grad_(True)  # [6, 2], not contiguous
+    got = unpack_pairs(values, mask)
+    assert torch.equal(got, values.detach().reshape(2, 3, 2))
+    (got * torch.arange(12.0).view(2, 3, 2)).sum().backward()
+    assert torch.equal(values.grad, torch.arange(12.0).view(6, 2))
+
+
+def test_an_episode_gathers_support_then_query_differences_in_one_pass():
+    data = make_datamodule().data
+    support, support_mask = torch.tensor([[3, 1], [2, 0]]), torch.tensor([[1, 1], [1, 0]]).bool()
+    query, query_mask = torch.tensor([[5, 0], [6, 7]]), torch.tensor([[1, 0], [1, 1]]).bool()
+    got = gather_episode_differences(data, (support, support_mask, query, query_mask))
+    for prefix, pairs, mask in (("support", support, support_mask), ("query", query, query_mask)):
+        want = gather_pairs(data, pairs, mask, prefix, differences=True)
+        assert want.keys() == {k for k in got if k.startswith(prefix)}
+        for key, value in want.items():
+            assert torch.equal(got[key], value)
 
 
 @pytest.mark.parametrize("combination", ["softmax", "linear"])

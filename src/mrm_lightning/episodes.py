@@ -6,10 +6,11 @@ A batch is a dict of padded tensors for B users (P = the most pairs any of them 
     query_oracle_margin [B, Q] (when the true rewards are known), user [B], is_seen [B]
 Users keep their own numbers of pairs; masks, not truncation, make them fit one tensor.
 Meta-batches for linear base functions carry each real pair's chosen-minus-rejected embedding
-instead, packed: ``support_difference [M_s, D]``, ``query_difference [M_q, D]``, the pairs
-where the mask is True in its row-major order (:class:`MetaTrainBatches` with
-``differences``; :func:`unpack_pairs` spreads values back to ``[B, P, ...]``). The step then
-reads less than half the bytes: no rejected rows and no padding.
+instead, packed: ``support_difference [M_s, D]``, ``query_difference [M_q, D]`` (consecutive
+rows of one gather), the pairs where the mask is True in its row-major order
+(:class:`MetaTrainBatches` with ``differences``; :func:`unpack_pairs` spreads values back to
+``[B, P, ...]``). The step then reads less than half the bytes: no rejected rows and no
+padding.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def gather_differences(
 def unpack_pairs(values: Tensor, mask: Tensor) -> Tensor:
     """``[M, ...]`` values of the real pairs of a ``[B, P]`` mask, in its row-major order ->
     ``[B, P, ...]`` with zeros at the padding (differentiable)."""
+    if len(values) == mask.numel():  # no padding (e.g. fixed-size supports): a reshape
+        return values.reshape(*mask.shape, *values.shape[1:])
     out = values.new_zeros(*mask.shape, *values.shape[1:])
     return out.masked_scatter(mask.view(*mask.shape, *[1] * (values.dim() - 1)), values)
 
@@ -115,6 +118,32 @@ def gather_pairs(
     batch[f"{prefix}_mask"] = mask
     if data.oracle_margin is not None:
         batch[f"{prefix}_oracle_margin"] = data.oracle_margin[index]
+    return batch
+
+
+def gather_episode_differences(
+    data: PreferenceData,
+    episode: tuple[Tensor, Tensor, Tensor, Tensor],
+    buffers: ReusableBuffers | None = None,
+) -> dict[str, Tensor]:
+    """:func:`gather_pairs` with ``differences`` for an episode's support and query pairs at
+    once (``[B, S]`` pairs and mask, ``[B, Q]`` pairs and mask): one gather writes both parts'
+    differences, ``support_difference`` and ``query_difference`` being consecutive rows of it
+    (one pass over the rows instead of two, each with its own set-up)."""
+    support, support_mask, query, query_mask = episode
+    real_support = support[support_mask]  # [M_s] pair rows
+    real = torch.cat([real_support, query[query_mask]])  # [M_s + M_q]
+    both = gather_differences(data.embeddings, data.chosen[real], data.rejected[real], buffers)
+    supports = len(real_support)
+    batch = {
+        "support_difference": both[:supports],
+        "support_mask": support_mask,
+        "query_difference": both[supports:],
+        "query_mask": query_mask,
+    }
+    if data.oracle_margin is not None:
+        batch["support_oracle_margin"] = data.oracle_margin[support]
+        batch["query_oracle_margin"] = data.oracle_margin[query]
     return batch
 
 
@@ -153,6 +182,13 @@ def pad_by_rank(owner: Tensor, rank: Tensor, values: Tensor, users: int) -> tupl
     index[owner, rank] = values
     mask[owner, rank] = True
     return index, mask
+
+
+def batch_widths(owner: Tensor, rank: Tensor, per_batch: int, batches: int) -> list[int]:
+    """Of each ``per_batch`` consecutive owners, the most ranks one has: the width
+    :func:`pad_by_rank` gives that batch alone (0 for a batch with none)."""
+    widths = torch.zeros(batches, dtype=torch.long)
+    return widths.scatter_reduce_(0, owner // per_batch, rank + 1, "amax").tolist()
 
 
 class MetaTrainBatches(IterableDataset):
@@ -253,16 +289,25 @@ class MetaTrainBatches(IterableDataset):
     def episodes_by_batch(
         self, users: Tensor, epoch: int, per_batch: int
     ) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
-        """:meth:`episodes` of each ``per_batch`` consecutive users of ``users``, all split at
-        once: an epoch's episodes take a few tensor operations, not a few per meta-batch."""
+        """:meth:`episodes` of each ``per_batch`` consecutive users of ``users``, all split and
+        padded at once: an epoch's episodes take a few tensor operations, and each meta-batch
+        is then a slice of them."""
         if not len(users):
             return
         owner, pairs, side, rank = self.split(users, epoch)
-        edges = list(range(0, len(users), per_batch)) + [len(users)]
-        cuts = torch.searchsorted(owner, torch.tensor(edges)).tolist()  # owner is sorted
-        for (first, end), (lo, hi) in zip(zip(edges, edges[1:]), zip(cuts, cuts[1:])):
-            part = owner[lo:hi] - first, pairs[lo:hi], side[lo:hi], rank[lo:hi]
-            yield self.padded(*part, end - first)
+        count = -(-len(users) // per_batch)
+        grids = []  # per side: every user's pairs padded to the epoch's widest, and each
+        for part in (side == 0, side == 1):  # batch's own width (its widest user's)
+            o, r = owner[part], rank[part]
+            index, mask = pad_by_rank(o, r, pairs[part], len(users))  # [U, W]
+            grids.append((index, mask, batch_widths(o, r, per_batch, count)))
+        for batch in range(count):
+            rows = slice(batch * per_batch, (batch + 1) * per_batch)
+            yield tuple(  # support pairs and mask, query pairs and mask
+                grid[rows, : widths[batch]].contiguous()
+                for index, mask, widths in grids
+                for grid in (index, mask)
+            )
 
     def episode(self, user: int, epoch: int) -> tuple[Tensor, Tensor]:
         """One user's support and query pairs (as in every meta-batch it is part of)."""
@@ -281,11 +326,15 @@ class MetaTrainBatches(IterableDataset):
         # this process's users of every remaining meta-batch, in order: [steps * B]
         starts = torch.arange(first, len(self)) * width + self.rank * self.users_per_batch
         mine = order[(starts[:, None] + torch.arange(self.users_per_batch)).reshape(-1)]
-        gather = functools.partial(
-            gather_pairs, self.data, buffers=self.buffers, differences=self.differences
-        )
+        gather = functools.partial(gather_pairs, self.data, buffers=self.buffers)
         episodes = self.episodes_by_batch(mine, epoch, self.users_per_batch)
         for users, episode in zip(mine.split(self.users_per_batch), episodes, strict=True):
+            if self.differences:
+                yield {
+                    **gather_episode_differences(self.data, episode, self.buffers),
+                    "user": users,
+                }
+                continue
             support, support_mask, query, query_mask = episode
             yield {
                 **gather(support, support_mask, "support"),

@@ -15,6 +15,15 @@ from torch import Tensor, nn
 Combination = Literal["softmax", "linear"]
 
 
+def mixing(weights: Tensor, combination: Combination) -> Tensor:
+    """c(w): the ``[B, K]`` coefficients that weights give the base rewards."""
+    if combination == "softmax":
+        return torch.softmax(weights, dim=-1)
+    if combination == "linear":
+        return weights
+    raise ValueError(f"combination must be 'softmax' or 'linear', got {combination!r}")
+
+
 def combine(weights: Tensor, base_rewards: Tensor, combination: Combination) -> Tensor:
     """Mix base rewards with per-user weights.
 
@@ -26,12 +35,7 @@ def combine(weights: Tensor, base_rewards: Tensor, combination: Combination) -> 
     Returns:
         ``[B, P]`` the users' rewards.
     """
-    if combination == "softmax":
-        mix = torch.softmax(weights, dim=-1)
-    elif combination == "linear":
-        mix = weights
-    else:
-        raise ValueError(f"combination must be 'softmax' or 'linear', got {combination!r}")
+    mix = mixing(weights, combination)
     # [B, P, K] @ [B, K, 1]: the product einsum("bpk,bk->bp") makes, without its parsing
     return (base_rewards @ mix.unsqueeze(-1)).squeeze(-1)
 

@@ -18,9 +18,9 @@ def masked_user_mean(values: Tensor, mask: Tensor) -> Tensor:
         values: ``[..., P]`` per-pair values.
         mask: ``[..., P]`` bool, True where the pair exists (the rest is padding).
     """
-    mask = mask.to(values.dtype)
-    # clamp: a user with no pairs in this set contributes 0, never NaN (0 / 0).
-    return (values * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+    # clamp: a user with no pairs in this set contributes 0, never NaN (0 / 0). (A bool mask
+    # multiplies as 0 / 1 and counts as an integer: no float copy of it is made.)
+    return (values * mask).sum(-1) / mask.sum(-1).clamp_min(1)
 
 
 def bradley_terry_loss(margin: Tensor, mask: Tensor) -> Tensor:

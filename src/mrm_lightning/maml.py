@@ -8,7 +8,11 @@ response and the inner loop is K-dimensional algebra, whatever the encoder size.
 
 Each user's adapted weights depend only on that user's pairs, so the gradient of the SUM of
 per-user losses with respect to the stacked ``[B, K]`` weights is exactly each user's own
-gradient: one autograd call adapts the whole meta-batch.
+gradient: one computation adapts the whole meta-batch. That gradient is written out in closed
+form (:func:`inner_gradient`, checked against autograd in the tests) rather than asked of
+``torch.autograd.grad(create_graph=True)``: a handful of ``[B, K]`` operations instead of a
+backward pass that records its own graph, which at the paper's K = 2 cost more than the
+algebra itself. The meta-gradient still comes from autograd, through these operations.
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .heads import Combination, combine
-from .losses import bradley_terry_loss
+from .heads import Combination, combine, mixing
 
 InnerOptimizer = Literal["sgd", "adam"]
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+_ADAM_EPS = torch.tensor(ADAM_EPS)  # a 0-d tensor for torch.hypot (it takes no Python float)
 
 
 def pair_margins(
@@ -39,6 +43,41 @@ def pair_margins(
     if rejected_base is None:
         return combine(weights, chosen_base, combination)
     return combine(weights, chosen_base, combination) - combine(weights, rejected_base, combination)
+
+
+def inner_gradient(
+    weights: Tensor,
+    chosen_base: Tensor,
+    rejected_base: Tensor | None,
+    pair_weight: Tensor,
+    combination: Combination,
+) -> Tensor:
+    """d/dweights of the users' summed Bradley-Terry losses on their pairs, ``[B, K]``.
+
+    What ``torch.autograd.grad`` gives for ``bradley_terry_loss(pair_margins(...), mask).sum()``,
+    in closed form; ``pair_weight`` ``[B, P]`` is :func:`loss_pair_weights` of the mask. Per
+    user: ``dL/dm_p = -sigmoid(-m_p) * mask_p / n`` and
+    ``dL/dmix = sum_p dL/dm_p * (phi_c - phi_r)_p``, then back through the combination
+    (softmax: ``mix * (g - <g, mix>)``, as autograd does it)."""
+    mix = mixing(weights, combination)  # [B, K]
+    margins = chosen_base @ mix.unsqueeze(-1)  # [B, P, 1]: pair_margins with the mix at hand
+    if rejected_base is not None:
+        margins = margins - rejected_base @ mix.unsqueeze(-1)
+    margins = margins.squeeze(-1)  # [B, P]
+    per_pair = (torch.sigmoid(-margins) * pair_weight).unsqueeze(1)  # [B, 1, P] dL/dm
+    grad_mix = per_pair @ chosen_base  # [B, 1, K]
+    if rejected_base is not None:
+        grad_mix = grad_mix - per_pair @ rejected_base
+    grad_mix = grad_mix.squeeze(1)  # [B, K]
+    if combination == "linear":
+        return grad_mix
+    return mix * (grad_mix - (grad_mix * mix).sum(-1, keepdim=True))
+
+
+def loss_pair_weights(mask: Tensor) -> Tensor:
+    """``[B, P]`` -mask / (the user's pair count): d(Bradley-Terry loss)/d(-log sigmoid(m))
+    with the sign of d(-log sigmoid(m))/dm folded in (a user with no pairs: zeros)."""
+    return mask / mask.sum(-1, keepdim=True).clamp_min(1).neg()
 
 
 def adapt(
@@ -79,38 +118,33 @@ def adapt(
     weights = anchor = w0.expand(batch, -1)  # a "clone" per user that keeps the path to w0
     if steps == 0 or lr == 0:
         return weights
-    if not weights.requires_grad:  # e.g. w0 frozen at inference: adapt a detached copy
-        weights = weights.detach().requires_grad_(True)
+    pair_weight = loss_pair_weights(mask)  # [B, S], the same every step
     first_moment = second_moment = None
     for step in range(1, steps + 1):
-        margins = pair_margins(weights, chosen_base, rejected_base, combination)
-        # sum over users: each row of `weights` only sees its own user's loss (see module doc).
-        loss = bradley_terry_loss(margins, mask).sum()
-        if proximal:
-            loss = loss + 0.5 * proximal * (weights - anchor).square().sum()
-        (grad,) = torch.autograd.grad(loss, weights, create_graph=not first_order)
+        # each row of `weights` only sees its own user's loss (see the module doc)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not first_order):
+            grad = inner_gradient(weights, chosen_base, rejected_base, pair_weight, combination)
+            if proximal:  # d/dw of proximal / 2 * |w - w0|^2
+                grad = grad + proximal * (weights - anchor)
         if optimizer == "sgd":
             update = grad
         elif optimizer == "adam":
             beta1, beta2 = ADAM_BETAS
-            first_moment = (
-                (1 - beta1) * grad
-                if first_moment is None
-                else (beta1 * first_moment + (1 - beta1) * grad)
-            )
-            second_moment = (
-                (1 - beta2) * grad * grad
-                if second_moment is None
-                else (beta2 * second_moment + (1 - beta2) * grad * grad)
-            )
-            m_hat = first_moment / (1 - beta1**step)
-            v_hat = second_moment / (1 - beta2**step)
             # eps inside the root (not beside it) keeps second-order gradients finite where a
             # gradient entry is exactly 0. Same step as torch.optim.Adam unless |grad| ~ eps.
-            update = m_hat / torch.sqrt(v_hat + ADAM_EPS**2)
+            if first_moment is None:  # fresh state: bias-corrected, the moments are g and g^2
+                update = grad / torch.hypot(grad, _ADAM_EPS)  # sqrt(g^2 + eps^2)
+                if step < steps:
+                    first_moment, second_moment = (1 - beta1) * grad, (1 - beta2) * grad * grad
+            else:
+                first_moment = beta1 * first_moment + (1 - beta1) * grad
+                second_moment = beta2 * second_moment + (1 - beta2) * grad * grad
+                m_hat = first_moment / (1 - beta1**step)
+                v_hat = second_moment / (1 - beta2**step)
+                update = m_hat / torch.sqrt(v_hat + ADAM_EPS**2)
         else:
             raise ValueError(f"inner optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-        weights = weights - lr * update
+        weights = torch.sub(weights, update, alpha=lr)  # weights - lr * update
     return weights
 
 

@@ -11,8 +11,6 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from .losses import per_user_accuracy
-
 
 class UserAccuracy(Metric):
     """Mean over users of per-user pairwise accuracy; also keeps every user's accuracy.
@@ -27,29 +25,38 @@ class UserAccuracy(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_state(
-            "accuracy_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-        self.add_state("users", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        # every user's accuracy, for histograms and the hardest users; gathered with "cat".
-        self.add_state("per_user", default=[], dist_reduce_fx="cat")
+        # per user, pairs ranked correctly and pairs; accuracies are taken when computed, so
+        # that an update (every training step) is a few operations. Gathered with "cat".
+        self.add_state("correct", default=[], dist_reduce_fx="cat")
+        self.add_state("pairs", default=[], dist_reduce_fx="cat")
 
     def update(self, margin: Tensor, mask: Tensor) -> None:
-        has_pairs = mask.any(-1)
-        accuracy = per_user_accuracy(margin.detach(), mask)[has_pairs]
-        self.accuracy_sum += accuracy.sum(dtype=torch.float64)
-        self.users += has_pairs.sum()
-        self.per_user.append(accuracy.float())
+        self.correct.append(((margin > 0) & mask).sum(-1))
+        self.pairs.append(mask.sum(-1))
+
+    def _accuracies(self) -> Tensor:
+        """Every user's accuracy (users with pairs only), from the states as they stand."""
+        correct, pairs = self.correct, self.pairs
+        if isinstance(correct, list):  # not yet concatenated (no update, or no sync)
+            if not correct:
+                return torch.empty(0)
+            correct, pairs = dim_zero_cat(correct), dim_zero_cat(pairs)
+        has_pairs = pairs > 0
+        # float64 ratios, so that the mean over many users is the same in any order
+        return correct[has_pairs].double() / pairs[has_pairs]
+
+    @property
+    def users(self) -> Tensor:
+        """How many users (with pairs) have been seen."""
+        return torch.tensor(len(self._accuracies()))
 
     def compute(self) -> Tensor:
-        if self.users == 0:
+        accuracy = self._accuracies()
+        if not len(accuracy):
             return torch.tensor(float("nan"))
-        return (self.accuracy_sum / self.users).float()
+        return accuracy.mean().float()
 
     def per_user_values(self) -> Tensor:
         """Every user's accuracy, from all processes under DDP (a collective: call it on all)."""
         with self.sync_context(should_sync=True):  # a no-op outside torch.distributed
-            values = self.per_user
-            if isinstance(values, list):
-                values = dim_zero_cat(values) if values else torch.empty(0)
-            return values.clone()
+            return self._accuracies().float()
