@@ -219,6 +219,10 @@ def test_mrm_fit_with_posterior_mixture_and_ranks_then_test_the_checkpoint(tiny_
     assert results["selected_adaptation"]["adaptation"] == "posterior"
     rank = int(cli.model.base_rewards.net.parametrizations.weight[0].rank)
     assert rank in (0, 4)
+    # what the start chose is saved with the results (and printed)
+    assert results["selected_adaptation"]["principal_rank"] == rank
+    l2 = results["selected_adaptation"]["mixture_l2"]  # a float32 buffer in the checkpoint
+    assert any(l2 == pytest.approx(grid, rel=1e-6) for grid in (3e-4, 1e-3, 3e-3))
     # the checkpoint, tested on its own, restores the rank restriction and gives the same numbers
     again = cli_main(["test", *tiny_args, *settings[:-2], "--ckpt_path", results["checkpoint"]])
     assert int(again.model.base_rewards.net.parametrizations.weight[0].rank) == rank

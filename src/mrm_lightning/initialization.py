@@ -128,6 +128,7 @@ def start_from_mixture(model, datamodule, train: PreferenceData) -> None:
     with torch.no_grad():
         if subspace is not None:
             subspace.rank.fill_(rank)
+        model.mixture_l2.fill_(l2)
         set_free_weight(model.base_rewards.net, components)
         if hp.combination == "softmax":  # softmax(w0) = the proportions
             log_share = proportions.clamp_min(1e-3).log()

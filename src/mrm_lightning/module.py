@@ -199,6 +199,8 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         self.register_buffer("selected_warm_start", torch.tensor(False))
         # candidates compared with the warm start so far (sets the margin; resumes with the run)
         self.register_buffer("warm_start_comparisons", torch.tensor(0))
+        # the mixture start's L2, chosen on validation users (-1: no mixture start)
+        self.register_buffer("mixture_l2", torch.tensor(-1.0))
         #: whether validation scores held-out validation users (set from the data module)
         self.validates_on_held_out_users = False
 

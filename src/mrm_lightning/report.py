@@ -164,8 +164,22 @@ def selected_adaptation(module) -> dict | None:
         if module.validates_on_held_out_users
         else "validation pairs of every user",
     }
+    selected.update(selected_start(module))
     selected["warning"] = _selection_warning(selected)
     return selected
+
+
+def selected_start(module) -> dict:
+    """What the mixture start chose on validation users: the principal rank (0: all
+    directions) and the EM's L2; empty without a mixture start or rank restriction."""
+    chosen = {}
+    parametrizations = getattr(module.base_rewards.net, "parametrizations", None)
+    if parametrizations is not None:
+        chosen["principal_rank"] = int(parametrizations.weight[0].rank)
+    l2 = float(getattr(module, "mixture_l2", -1.0))
+    if l2 >= 0:  # -1: no mixture start
+        chosen["mixture_l2"] = l2
+    return chosen
 
 
 def _selection_warning(selected: dict) -> str | None:
@@ -202,6 +216,12 @@ def _selection_line(selected: dict) -> str:
             f"Adaptation chosen on {selected['validated_on']}: {selected['inner_steps']} "
             f"{selected['inner_optimizer']} steps at inner lr {selected['inner_lr']:g} "
             f"({selected['lr_scale']:g} x model.inner_lr)."
+        )
+    if "mixture_l2" in selected:
+        rank = selected.get("principal_rank") or "all"
+        line += (
+            f"\nMixture start chosen on validation users: principal rank {rank}, "
+            f"EM L2 {selected['mixture_l2']:g}."
         )
     if selected.get("warning"):
         line += f"\nWarning: {selected['warning']}"
