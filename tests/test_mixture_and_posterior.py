@@ -229,3 +229,15 @@ def test_mrm_fit_with_posterior_mixture_and_ranks_then_test_the_checkpoint(tiny_
     assert again.trainer.callback_metrics["test/user_acc"] == pytest.approx(
         results["metrics"]["test/user_acc"]
     )
+
+
+def test_a_checkpoint_from_before_a_buffer_existed_still_loads():
+    model = MetaRewardModel(embedding_dim=8, num_base_rewards=2)
+    state = model.state_dict()
+    del state["mixture_l2"], state["warm_start_comparisons"]  # written by older code
+    fresh = MetaRewardModel(embedding_dim=8, num_base_rewards=2)
+    fresh.load_state_dict(state)
+    assert float(fresh.mixture_l2) == -1.0 and int(fresh.warm_start_comparisons) == 0
+    del state["w0"]  # a missing parameter is still an error
+    with pytest.raises(RuntimeError, match="w0"):
+        fresh.load_state_dict(state)

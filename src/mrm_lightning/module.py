@@ -203,6 +203,7 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         self.register_buffer("mixture_l2", torch.tensor(-1.0))
         #: whether validation scores held-out validation users (set from the data module)
         self.validates_on_held_out_users = False
+        self.register_load_state_dict_pre_hook(keep_default_buffers)
 
     # ------------------------------------------------------------ from the data
     def setup(self, stage: str) -> None:
@@ -364,3 +365,11 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
             optimizer, lambda step: warmup_cosine(step, int(total), self.hparams.warmup_fraction)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def keep_default_buffers(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    """Load-state-dict pre-hook: a checkpoint written before a buffer existed (a record such as
+    ``mixture_l2`` added later) loads with that buffer's default instead of failing. Missing
+    parameters still fail, as they should."""
+    for name, buffer in module.named_buffers():
+        state_dict.setdefault(prefix + name, buffer.detach().clone())
