@@ -13,14 +13,8 @@ import yaml
 from mrm_lightning import EpisodicDataModule
 from mrm_lightning.cli import cli_main
 from mrm_lightning.splits import TEST, TRAIN, VAL
-from mrm_lightning.text_population import (
-    ALL_ATTRIBUTES,
-    TASTES,
-    TOPICS,
-    Attributes,
-    TextPopulation,
-    render,
-)
+from mrm_lightning.text_bank import ALL_ATTRIBUTES, TOPICS, Attributes, render
+from mrm_lightning.text_population import TASTES, TextPopulation
 from mrm_lightning.text_sources import index_texts
 from tests.test_tldr_and_protocols import StubEncoder
 
