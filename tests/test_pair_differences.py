@@ -10,6 +10,7 @@ from mrm_lightning.episodes import (
     gather_differences,
     gather_episode_differences,
     gather_pairs,
+    split_packed,
     unpack_pairs,
 )
 from mrm_lightning.maml import adapt, adapt_per_user, pair_margins
@@ -86,11 +87,27 @@ def test_an_episode_gathers_support_then_query_differences_in_one_pass():
     support, support_mask = torch.tensor([[3, 1], [2, 0]]), torch.tensor([[1, 1], [1, 0]]).bool()
     query, query_mask = torch.tensor([[5, 0], [6, 7]]), torch.tensor([[1, 0], [1, 1]]).bool()
     got = gather_episode_differences(data, (support, support_mask, query, query_mask))
-    for prefix, pairs, mask in (("support", support, support_mask), ("query", query, query_mask)):
+    # one tensor, support pairs then query pairs: a GPU batch moves it in one copy
+    packed = {"pair_difference", "support_mask", "query_mask", "query_owner"}
+    assert got.keys() == packed | {"support_oracle_margin", "query_oracle_margin"}
+    assert torch.equal(got["query_owner"], torch.tensor([0, 1, 1]))  # each query pair's user
+    parts = split_packed(got["pair_difference"], got)
+    for part, prefix, pairs, mask in zip(
+        parts, ("support", "query"), (support, query), (support_mask, query_mask), strict=True
+    ):
         want = gather_pairs(data, pairs, mask, prefix, differences=True)
-        assert want.keys() == {k for k in got if k.startswith(prefix)}
-        for key, value in want.items():
-            assert torch.equal(got[key], value)
+        assert torch.equal(part, want[f"{prefix}_difference"])
+        for key in ("mask", "oracle_margin"):
+            assert torch.equal(got[f"{prefix}_{key}"], want[f"{prefix}_{key}"])
+
+
+def test_split_packed_reads_the_sizes_from_shapes():
+    batch = {"query_owner": torch.tensor([0, 0, 1])}
+    values = torch.arange(10.0).view(5, 2)
+    support, query = split_packed(values, batch)
+    assert torch.equal(support, values[:2]) and torch.equal(query, values[2:])
+    support, query = split_packed(values, {"query_owner": torch.zeros(0, dtype=torch.long)})
+    assert torch.equal(support, values) and query.shape == (0, 2)
 
 
 @pytest.mark.parametrize("combination", ["softmax", "linear"])
@@ -108,12 +125,16 @@ def test_difference_batches_match_pair_batches(combination, inner_optimizer):
     )
     assert model.reads_pair_differences
     pairs_loader, differences_loader = dm.meta_train_loader(), dm.meta_train_loader(True)
+    user_losses = []  # the per-user losses, as a reducer (RPO's) receives them
+    model.task_loss_reducer = lambda per_user: user_losses.append(per_user) or per_user.mean()
     for pairs, differences in zip(pairs_loader, differences_loader, strict=True):
-        assert "query_difference" in differences and "query_chosen" not in differences
+        assert "pair_difference" in differences and "query_chosen" not in differences
         assert torch.equal(pairs["query_mask"], differences["query_mask"])
         # the real pairs only, packed
-        assert len(differences["query_difference"]) == int(pairs["query_mask"].sum())
+        real_pairs = int(pairs["support_mask"].sum() + pairs["query_mask"].sum())
+        assert len(differences["pair_difference"]) == real_pairs
         losses, grads, margins = [], [], []
+        user_losses.clear()
         for batch in (pairs, differences):
             weights = model.adapt_users(batch)
             margins.append(model.query_margins(weights, batch))
@@ -125,6 +146,10 @@ def test_difference_batches_match_pair_batches(combination, inner_optimizer):
         real = pairs["query_mask"]  # padding pairs' margins are masked out, whatever they are
         torch.testing.assert_close(margins[1][real], margins[0][real], rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(user_losses[1], user_losses[0], rtol=1e-6, atol=1e-6)
+        accuracy = model.train_accuracy  # each step counted every user's correct pairs
+        assert torch.equal(accuracy.correct[-1], accuracy.correct[-2])
+        assert torch.equal(accuracy.pairs[-1], accuracy.pairs[-2])
         for got, want in zip(grads[1], grads[0], strict=True):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
@@ -173,7 +198,7 @@ def test_a_fit_feeds_differences_to_linear_heads_and_logs_every_n_steps(tmp_path
         enable_model_summary=False,
     )
     trainer.fit(model, datamodule=dm)
-    assert ("query_difference" in keys) == (hidden_dim == 0)
+    assert ("pair_difference" in keys) == (hidden_dim == 0)
     assert ("query_chosen" in keys) == (hidden_dim > 0)
     (metrics,) = tmp_path.rglob("metrics.csv")
     rows = metrics.read_text().splitlines()

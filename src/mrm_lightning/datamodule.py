@@ -335,7 +335,8 @@ class EpisodicDataModule(LightningDataModule):
 
     def meta_train_loader(self, differences: bool = False) -> DataLoader:
         """The meta-training batches; with ``differences``, each pair as its chosen-minus-rejected
-        embedding (``support_difference``, ``query_difference``) instead of the two."""
+        embedding (packed: ``pair_difference``, ``query_owner``; see :mod:`.episodes`) instead
+        of the two."""
         assert self.data is not None and self.split is not None
         self._check_episode_sizes()
         rank, world = self._rank_world()

@@ -6,11 +6,13 @@ A batch is a dict of padded tensors for B users (P = the most pairs any of them 
     query_oracle_margin [B, Q] (when the true rewards are known), user [B], is_seen [B]
 Users keep their own numbers of pairs; masks, not truncation, make them fit one tensor.
 Meta-batches for linear base functions carry each real pair's chosen-minus-rejected embedding
-instead, packed: ``support_difference [M_s, D]``, ``query_difference [M_q, D]`` (consecutive
-rows of one gather), the pairs where the mask is True in its row-major order
-(:class:`MetaTrainBatches` with ``differences``; :func:`unpack_pairs` spreads values back to
-``[B, P, ...]``). The step then reads less than half the bytes: no rejected rows and no
-padding.
+instead, packed: ``pair_difference [M_s + M_q, D]``, the support pairs then the query pairs,
+each part the pairs where its mask is True in the mask's row-major order, and
+``query_owner [M_q]``, each query pair's row in the batch (:class:`MetaTrainBatches` with
+``differences``; :func:`split_packed` takes the two parts apart, :func:`unpack_pairs` spreads
+values back to ``[B, P, ...]``). The step then reads less than half the bytes (no rejected
+rows and no padding), and computes the base rewards of both parts with one product.
+(:func:`gather_pairs` with ``differences`` gives one part alone, as ``{prefix}_difference``.)
 """
 
 from __future__ import annotations
@@ -82,6 +84,15 @@ def gather_differences(
     return out
 
 
+def split_packed(values: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """``[M_s + M_q, ...]`` values of a batch's packed pairs (``pair_difference``'s rows, see
+    the module doc) -> its support part ``[M_s, ...]`` and its query part ``[M_q, ...]``. The
+    sizes are read from shapes (``query_owner``), never from the masks' values: no host
+    synchronisation on a GPU."""
+    queries = len(batch["query_owner"])
+    return values.split([len(values) - queries, queries])
+
+
 def unpack_pairs(values: Tensor, mask: Tensor) -> Tensor:
     """``[M, ...]`` values of the real pairs of a ``[B, P]`` mask, in its row-major order ->
     ``[B, P, ...]`` with zeros at the padding (differentiable)."""
@@ -126,20 +137,22 @@ def gather_episode_differences(
     episode: tuple[Tensor, Tensor, Tensor, Tensor],
     buffers: ReusableBuffers | None = None,
 ) -> dict[str, Tensor]:
-    """:func:`gather_pairs` with ``differences`` for an episode's support and query pairs at
-    once (``[B, S]`` pairs and mask, ``[B, Q]`` pairs and mask): one gather writes both parts'
-    differences, ``support_difference`` and ``query_difference`` being consecutive rows of it
-    (one pass over the rows instead of two, each with its own set-up)."""
+    """An episode's support and query pairs (``[B, S]`` pairs and mask, ``[B, Q]`` pairs and
+    mask) as one packed meta-batch (see the module doc): one gather writes both parts'
+    differences, ``pair_difference`` (one pass over the rows instead of two, each with its own
+    set-up), which the step reads with one product; ``query_owner`` gives each query pair's
+    row, so that the query loss is taken on the packed pairs. One tensor, not two views of
+    it: a batch moved to a GPU tensor by tensor would copy each view on its own."""
     support, support_mask, query, query_mask = episode
-    real_support = support[support_mask]  # [M_s] pair rows
-    real = torch.cat([real_support, query[query_mask]])  # [M_s + M_q]
-    both = gather_differences(data.embeddings, data.chosen[real], data.rejected[real], buffers)
-    supports = len(real_support)
+    owner, place = query_mask.nonzero(as_tuple=True)  # [M_q] each, row-major order
+    real = torch.cat([support[support_mask], query[owner, place]])  # [M_s + M_q] pair rows
     batch = {
-        "support_difference": both[:supports],
+        "pair_difference": gather_differences(
+            data.embeddings, data.chosen[real], data.rejected[real], buffers
+        ),
         "support_mask": support_mask,
-        "query_difference": both[supports:],
         "query_mask": query_mask,
+        "query_owner": owner,
     }
     if data.oracle_margin is not None:
         batch["support_oracle_margin"] = data.oracle_margin[support]
@@ -205,8 +218,9 @@ class MetaTrainBatches(IterableDataset):
     epoch starts after its first ``batches`` meta-batches, which the run that saved the
     checkpoint had already trained on (the data module reads it from the checkpoint).
 
-    ``differences``: batches carry ``support_difference`` / ``query_difference`` (chosen minus
-    rejected) instead of the chosen and rejected embeddings: for linear base functions only.
+    ``differences``: batches carry ``pair_difference`` (chosen minus rejected, support then
+    query pairs, packed) and ``query_owner`` instead of the chosen and rejected embeddings
+    (:func:`gather_episode_differences`): for linear base functions only.
     """
 
     def __init__(

@@ -37,6 +37,13 @@ def bradley_terry_loss(margin: Tensor, mask: Tensor) -> Tensor:
     return masked_user_mean(-F.logsigmoid(margin), mask)
 
 
+def packed_bradley_terry_loss(margin: Tensor, owner: Tensor, pairs: Tensor) -> Tensor:
+    """:func:`bradley_terry_loss` of packed pairs: ``[M]`` margins, ``[M]`` each pair's user
+    (its row) and ``[B]`` each user's pair count -> ``[B]``, 0 for users with none."""
+    total = margin.new_zeros(len(pairs)).index_add(0, owner, F.logsigmoid(margin))
+    return total / pairs.clamp_min(1).neg()
+
+
 def per_user_accuracy(margin: Tensor, mask: Tensor) -> Tensor:
     """Fraction of each user's pairs ranked correctly (strictly positive margin). ``[B]``."""
     return masked_user_mean((margin > 0).to(margin.dtype), mask)

@@ -45,6 +45,15 @@ def pair_margins(
     return combine(weights, chosen_base, combination) - combine(weights, rejected_base, combination)
 
 
+def packed_pair_margins(
+    weights: Tensor, base: Tensor, owner: Tensor, combination: Combination
+) -> Tensor:
+    """:func:`pair_margins` of packed pairs: ``[B, K]`` weights, ``[M, K]`` base rewards of
+    each pair's chosen-minus-rejected embedding and ``[M]`` its user's row -> ``[M]``
+    margins, with no ``[B, P]`` padding in between."""
+    return (base * mixing(weights, combination).index_select(0, owner)).sum(-1)
+
+
 def inner_gradient(
     weights: Tensor,
     chosen_base: Tensor,
@@ -59,19 +68,22 @@ def inner_gradient(
     user: ``dL/dm_p = -sigmoid(-m_p) * mask_p / n`` and
     ``dL/dmix = sum_p dL/dm_p * (phi_c - phi_r)_p``, then back through the combination
     (softmax: ``mix * (g - <g, mix>)``, as autograd does it)."""
+    # torch.bmm, not `@`: matmul's shape handling costs more than these [B, P, K] products
     mix = mixing(weights, combination)  # [B, K]
-    margins = chosen_base @ mix.unsqueeze(-1)  # [B, P, 1]: pair_margins with the mix at hand
+    column = mix.unsqueeze(-1)  # [B, K, 1]
+    margins = torch.bmm(chosen_base, column)  # [B, P, 1]: pair_margins with the mix at hand
     if rejected_base is not None:
-        margins = margins - rejected_base @ mix.unsqueeze(-1)
+        margins = margins - torch.bmm(rejected_base, column)
     margins = margins.squeeze(-1)  # [B, P]
     per_pair = (torch.sigmoid(-margins) * pair_weight).unsqueeze(1)  # [B, 1, P] dL/dm
-    grad_mix = per_pair @ chosen_base  # [B, 1, K]
+    grad_mix = torch.bmm(per_pair, chosen_base)  # [B, 1, K]
     if rejected_base is not None:
-        grad_mix = grad_mix - per_pair @ rejected_base
+        grad_mix = grad_mix - torch.bmm(per_pair, rejected_base)
     grad_mix = grad_mix.squeeze(1)  # [B, K]
     if combination == "linear":
         return grad_mix
-    return mix * (grad_mix - (grad_mix * mix).sum(-1, keepdim=True))
+    # mix * (grad_mix - <grad_mix, mix>): softmax's backward, the operation autograd uses
+    return torch._softmax_backward_data(grad_mix, mix, -1, mix.dtype)
 
 
 def loss_pair_weights(mask: Tensor) -> Tensor:

@@ -30,9 +30,15 @@ class UserAccuracy(Metric):
         self.add_state("correct", default=[], dist_reduce_fx="cat")
         self.add_state("pairs", default=[], dist_reduce_fx="cat")
 
-    def update(self, margin: Tensor, mask: Tensor) -> None:
-        self.correct.append(((margin > 0) & mask).sum(-1))
-        self.pairs.append(mask.sum(-1))
+    def update(self, margin: Tensor, mask: Tensor, owner: Tensor | None = None) -> None:
+        """``owner``: ``margin`` holds the real pairs of ``mask`` only, packed (``[M]``), and
+        ``owner`` ``[M]`` each one's user (its row of ``mask``)."""
+        pairs = mask.sum(-1)
+        if owner is None:
+            self.correct.append(((margin > 0) & mask).sum(-1))
+        else:
+            self.correct.append(torch.zeros_like(pairs).index_add_(0, owner, (margin > 0).long()))
+        self.pairs.append(pairs)
 
     def _accuracies(self) -> Tensor:
         """Every user's accuracy (users with pairs only), from the states as they stand."""

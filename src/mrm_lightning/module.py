@@ -12,12 +12,12 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.utils.parametrize import register_parametrization
 
-from .episodes import unpack_pairs
+from .episodes import split_packed, unpack_pairs
 from .evaluation import AdaptiveEvaluation, evaluation_metrics
 from .heads import BaseRewardFunctions, Combination
 from .initialization import initialize_from_data
-from .losses import bradley_terry_loss
-from .maml import InnerOptimizer, adapt, pair_margins
+from .losses import bradley_terry_loss, packed_bradley_terry_loss
+from .maml import InnerOptimizer, adapt, packed_pair_margins, pair_margins
 from .metrics import UserAccuracy
 from .posterior import posterior_weights
 from .schedule import warmup_cosine
@@ -246,9 +246,12 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
 
     def base_pairs(self, batch: dict[str, Tensor], prefix: str) -> tuple[Tensor, Tensor | None]:
         """Base rewards ``[B, P, K]`` of the chosen and rejected responses of ``prefix`` pairs;
-        of their differences and None where the batch carries ``{prefix}_difference`` (the
-        real pairs packed, zeros at the padding)."""
+        of their differences and None where the batch carries them (``pair_difference``, the
+        real pairs packed, or ``{prefix}_difference``; zeros at the padding)."""
         difference = batch.get(f"{prefix}_difference")  # [M, D]
+        if difference is None and "pair_difference" in batch:  # support and query pairs
+            parts = split_packed(self.base_rewards(batch["pair_difference"]), batch)
+            return unpack_pairs(parts[prefix == "query"], batch[f"{prefix}_mask"]), None
         if difference is not None:
             return unpack_pairs(self.base_rewards(difference), batch[f"{prefix}_mask"]), None
         return (
@@ -296,9 +299,21 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         return pair_margins(weights, chosen, rejected, self.hparams.combination)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        weights = self.adapt_users(batch)
-        margins = self.query_margins(weights, batch)
-        losses = bradley_terry_loss(margins, batch["query_mask"])  # [B], one per user
+        mask = batch["query_mask"]
+        packed = batch.get("pair_difference")  # [M_s + M_q, D], episodes.py's module doc
+        if packed is None:
+            weights = self.adapt_users(batch)
+            margins = self.query_margins(weights, batch)  # [B, Q]
+            losses = bradley_terry_loss(margins, mask)  # [B], one per user
+            self.train_accuracy.update(margins, mask)
+        else:  # one product for both parts; the query loss on the packed pairs, no padding
+            support, query = split_packed(self.base_rewards(packed), batch)  # [M, K]
+            support_pairs = unpack_pairs(support, batch["support_mask"]), None
+            weights = self.adapt_users(batch, support=support_pairs)
+            owner, pairs = batch["query_owner"], mask.sum(-1)
+            margins = packed_pair_margins(weights, query, owner, self.hparams.combination)
+            losses = packed_bradley_terry_loss(margins, owner, pairs)  # [B]
+            self.train_accuracy.update(margins, mask, owner)
         reducer = self.task_loss_reducer
         objective = losses.mean() if reducer is None else reducer(losses)
         batch_size = len(losses)
@@ -308,7 +323,6 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
             objective = objective + self.hparams.prior_pull * pull
             if diagnostics:
                 self.log("train/prior_pull", pull.detach(), batch_size=batch_size)
-        self.train_accuracy.update(margins, batch["query_mask"])
         if diagnostics:
             self.log(
                 "train/query_loss", losses.mean().detach(), batch_size=batch_size, prog_bar=True
