@@ -6,7 +6,7 @@ import torch
 
 from mrm_lightning import EpisodicDataModule, MetaRewardModel, SyntheticPopulation
 from mrm_lightning.buffers import ReusableBuffers
-from mrm_lightning.episodes import (
+from mrm_lightning.gathering import (
     gather_differences,
     gather_episode_differences,
     gather_pairs,
@@ -41,7 +41,7 @@ def test_pair_margins_of_differences_by_hand():
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_gathered_differences_are_chosen_minus_rejected(dtype, monkeypatch):
-    monkeypatch.setattr("mrm_lightning.episodes.DIFFERENCE_BLOCK", 2)  # 3 blocks of 5 rows
+    monkeypatch.setattr("mrm_lightning.gathering.DIFFERENCE_BLOCK", 2)  # 3 blocks of 5 rows
     data = make_datamodule(dtype).data
     index = torch.tensor([3, 0, 7, 7, 1])
     chosen, rejected = data.chosen[index], data.rejected[index]

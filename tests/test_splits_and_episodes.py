@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mrm_lightning.episodes import EvalBatches, MetaTrainBatches, collate_pairs
+from mrm_lightning.episodes import EvalBatches, MetaTrainBatches
+from mrm_lightning.gathering import collate_pairs
 from mrm_lightning.preferences import PreferenceData
 from mrm_lightning.sampling import hash_keys, resolve_size, sample_support_query
 from mrm_lightning.splits import (

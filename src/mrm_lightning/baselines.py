@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .episodes import gather_differences
+from .gathering import gather_differences
 from .preferences import PreferenceData
 
 

@@ -12,8 +12,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.utils.parametrize import register_parametrization
 
-from .episodes import split_packed, unpack_pairs
 from .evaluation import AdaptiveEvaluation, evaluation_metrics
+from .gathering import split_packed, unpack_pairs
 from .heads import BaseRewardFunctions, Combination
 from .initialization import initialize_from_data
 from .losses import bradley_terry_loss, packed_bradley_terry_loss
@@ -253,7 +253,7 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         mask = batch["query_mask"]
-        packed = batch.get("pair_difference")  # [M_s + M_q, D], episodes.py's module doc
+        packed = batch.get("pair_difference")  # [M_s + M_q, D], gathering.py's module doc
         if packed is None:
             weights = self.adapt_users(batch)
             margins = self.query_margins(weights, batch)  # [B, Q]
