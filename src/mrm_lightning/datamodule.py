@@ -335,7 +335,7 @@ class EpisodicDataModule(LightningDataModule):
 
     def meta_train_loader(self, differences: bool = False) -> DataLoader:
         """The meta-training batches; with ``differences``, each pair as its chosen-minus-rejected
-        embedding (packed: ``pair_difference``, ``query_owner``; see :mod:`.episodes`) instead
+        embedding (packed: ``pair_difference``, ``query_owner``; see :mod:`.gathering`) instead
         of the two."""
         assert self.data is not None and self.split is not None
         self._check_episode_sizes()

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .baselines import user_level_accuracy
+
 
 @dataclass(frozen=True)
 class PreferenceMixture:
@@ -157,8 +159,6 @@ def choose_mixture(
     accuracy on their ``validation`` pairs (the two share one user numbering). Returns the
     chosen mixture, its L2 and every L2's validation accuracy (a tie goes to the larger L2).
     """
-    from .baselines import user_level_accuracy  # baselines imports the episode code
-
     numbers = torch.cat([validation_fit[1], validation[1]])
     num_users = int(numbers.max()) + 1 if len(numbers) else 0
     fitted, accuracies = [], []

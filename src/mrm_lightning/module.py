@@ -200,13 +200,10 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
     def base_pairs(self, batch: dict[str, Tensor], prefix: str) -> tuple[Tensor, Tensor | None]:
         """Base rewards ``[B, P, K]`` of the chosen and rejected responses of ``prefix`` pairs;
         of their differences and None where the batch carries them (``pair_difference``, the
-        real pairs packed, or ``{prefix}_difference``; zeros at the padding)."""
-        difference = batch.get(f"{prefix}_difference")  # [M, D]
-        if difference is None and "pair_difference" in batch:  # support and query pairs
+        real pairs packed; zeros at the padding)."""
+        if "pair_difference" in batch:  # support and query pairs
             parts = split_packed(self.base_rewards(batch["pair_difference"]), batch)
             return unpack_pairs(parts[prefix == "query"], batch[f"{prefix}_mask"]), None
-        if difference is not None:
-            return unpack_pairs(self.base_rewards(difference), batch[f"{prefix}_mask"]), None
         return (
             self.base_rewards(batch[f"{prefix}_chosen"]),
             self.base_rewards(batch[f"{prefix}_rejected"]),

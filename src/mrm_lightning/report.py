@@ -11,6 +11,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from .baselines import evaluate_linear_reward, fit_global_reward
+from .initialization import principal_subspace
 from .splits import TEST, TRAIN
 
 COLUMNS = (("seen", "test_seen"), ("unseen", "test_unseen"), ("overall", "test"))
@@ -173,9 +174,9 @@ def selected_start(module) -> dict:
     """What the mixture start chose on validation users: the principal rank (0: all
     directions) and the EM's L2; empty without a mixture start or rank restriction."""
     chosen = {}
-    parametrizations = getattr(module.base_rewards.net, "parametrizations", None)
-    if parametrizations is not None:
-        chosen["principal_rank"] = int(parametrizations.weight[0].rank)
+    subspace = principal_subspace(module)
+    if subspace is not None:
+        chosen["principal_rank"] = int(subspace.rank)
     l2 = float(getattr(module, "mixture_l2", -1.0))
     if l2 >= 0:  # -1: no mixture start
         chosen["mixture_l2"] = l2
