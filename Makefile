@@ -35,8 +35,10 @@ test: install ## run every test (what CI runs)
 test-quick: install ## skip tests marked slow, for iteration
 	$(PY) -m pytest -m "not slow" $(PYTEST_FLAGS)
 
-lint: install ## ruff: lint and check formatting
+lint: install ## ruff (lint, formatting) and lint-imports (layers, no cycles: pyproject.toml)
 	$(VENV)/bin/ruff check src tests experiments
+	$(VENV)/bin/ruff format --check src tests experiments
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install ## ruff: fix imports and format
 	$(VENV)/bin/ruff check --fix src tests experiments

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from mrm_lightning import RedditTLDR, TextEncoder
-from mrm_lightning.text_sources import index_texts
+from mrm_lightning.data.sources.text import index_texts
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,9 +20,9 @@ import time
 import torch
 from torch import nn
 
-from mrm_lightning.heads import BaseRewardFunctions
-from mrm_lightning.losses import bradley_terry_loss
-from mrm_lightning.maml import adapt, adapt_per_user, pair_margins
+from mrm_lightning.method.heads import BaseRewardFunctions
+from mrm_lightning.method.losses import bradley_terry_loss
+from mrm_lightning.method.maml import adapt, adapt_per_user, pair_margins
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

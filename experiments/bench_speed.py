@@ -81,21 +81,21 @@ from lightning.pytorch import Callback, Trainer
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from mrm_lightning.datamodule import EpisodicDataModule
-from mrm_lightning.episodes import MetaTrainBatches
-from mrm_lightning.heads import combine
-from mrm_lightning.losses import bradley_terry_loss
-from mrm_lightning.maml import ADAM_BETAS, ADAM_EPS, adapt_per_user
-from mrm_lightning.module import MetaRewardModel
-from mrm_lightning.preferences import (
+from mrm_lightning.data.datamodule import EpisodicDataModule
+from mrm_lightning.data.episodes import MetaTrainBatches
+from mrm_lightning.data.preferences import (
     CompactEmbeddings,
     EmbeddingDtype,
     PreferenceData,
     PreferenceSource,
     table_bytes,
 )
-from mrm_lightning.splits import TEST, VAL
-from mrm_lightning.synthetic import SyntheticPopulation
+from mrm_lightning.data.sources.synthetic import SyntheticPopulation
+from mrm_lightning.data.splits import TEST, VAL
+from mrm_lightning.method.heads import combine
+from mrm_lightning.method.losses import bradley_terry_loss
+from mrm_lightning.method.maml import ADAM_BETAS, ADAM_EPS, adapt_per_user
+from mrm_lightning.training.module import MetaRewardModel
 
 Batch = dict[str, Tensor]
 T = TypeVar("T")

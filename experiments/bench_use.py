@@ -72,7 +72,7 @@ def timed(work, repeats: int) -> float:
 
 
 def train(args: list[str], folder: Path) -> Path:
-    from mrm_lightning.cli import cli_main
+    from mrm_lightning.training.lightning_cli import cli_main
 
     # the arguments go in explicitly; LightningCLI's note about sys.argv is moot here
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run.*")
@@ -81,7 +81,7 @@ def train(args: list[str], folder: Path) -> Path:
 
 
 def embedding_model(args: argparse.Namespace, folder: Path):
-    from mrm_lightning.inference import PersonalizedRewardModel
+    from mrm_lightning.use.inference import PersonalizedRewardModel
 
     ckpt = args.ckpt or train(
         ["--config", str(REPO / "configs/tiny.yaml"), "--trainer.max_epochs", "1",

@@ -27,16 +27,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mrm_lightning.baselines import (
-    evaluate_linear_reward,
-    fit_bradley_terry_linear,
-    fit_global_reward,
-    user_level_accuracy,
-)
-from mrm_lightning.cli import MRMCLI, OneLineErrorParser
-from mrm_lightning.datamodule import EpisodicDataModule
-from mrm_lightning.module import MetaRewardModel
-from mrm_lightning.splits import TEST, TRAIN
+from mrm_lightning.data.datamodule import EpisodicDataModule
+from mrm_lightning.data.splits import TEST, TRAIN
+from mrm_lightning.method.bradley_terry import fit_bradley_terry_linear, user_level_accuracy
+from mrm_lightning.training.baselines import evaluate_linear_reward, fit_global_reward
+from mrm_lightning.training.lightning_cli import MRMCLI, OneLineErrorParser
+from mrm_lightning.training.module import MetaRewardModel
 
 REPO = Path(__file__).resolve().parents[1]
 

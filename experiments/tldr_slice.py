@@ -26,8 +26,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from mrm_lightning.cli import fit_and_report
-from mrm_lightning.report import personalization_summary
+from mrm_lightning.training.lightning_cli import fit_and_report
+from mrm_lightning.training.report import personalization_summary
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("MRM (adapted)", "MRM w0, no adaptation", "global reward model")

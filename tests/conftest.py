@@ -4,6 +4,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# ../shared beside the clone: real data for experiments, and for the tests that read it. CI has
+# it; a user's clone does not, and those tests then skip, saying why.
+SHARED = REPO.parent / "shared"
+
+
+def needs_shared(relative: str) -> pytest.MarkDecorator:
+    """Skip unless ``../shared/RELATIVE`` exists (with the reason a reader of the skip needs)."""
+    path = SHARED / relative
+    return pytest.mark.skipif(
+        not path.exists(), reason=f"{path} is absent (../shared/{relative} beside the clone)"
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -18,11 +18,11 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from ..baselines import mean_square_difference
-from ..metrics import UserAccuracy
-from ..selection import select_adaptation
-from ..splits import TRAIN
-from ..warm_start import scale_for_mean_square
+from ..data.splits import TRAIN
+from ..method.metrics import UserAccuracy
+from ..method.selection import select_adaptation
+from ..method.warm_start import scale_for_mean_square
+from ..training.baselines import mean_square_difference
 
 GROUPS = {"seen": "test_seen", "unseen": "test_unseen", "all": "test"}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..baselines import fit_global_reward
-from ..maml import adapt, pair_margins
-from ..splits import TRAIN
+from ..data.splits import TRAIN
+from ..method.maml import adapt, pair_margins
+from ..training.baselines import fit_global_reward
 from .evaluation import PeerModel
 
 
@@ -17,7 +17,7 @@ class FineTunedGlobal(PeerModel):
     size is chosen on validation users among ``lr_scales`` (0: the global model itself).
 
     It is MRM's inner loop with the D embedding coordinates as base functions and no
-    meta-learning: :func:`mrm_lightning.maml.adapt` with ``combination="linear"``.
+    meta-learning: :func:`mrm_lightning.method.maml.adapt` with ``combination="linear"``.
 
     Args:
         embedding_dim: D of the input embeddings (linked from the data module).

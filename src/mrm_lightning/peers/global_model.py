@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..baselines import fit_global_reward
-from ..splits import TRAIN
+from ..data.splits import TRAIN
+from ..training.baselines import fit_global_reward
 from .evaluation import PeerModel
 
 

@@ -6,8 +6,8 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from ..heads import Combination
-from ..maml import InnerOptimizer
+from ..method.heads import Combination
+from ..method.maml import InnerOptimizer
 from .user_weights import UserWeightsModel
 
 

@@ -6,7 +6,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from ..maml import InnerOptimizer
+from ..method.maml import InnerOptimizer
 from .user_weights import UserWeightsModel
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..baselines import fit_bradley_terry_linear
+from ..method.bradley_terry import fit_bradley_terry_linear
 from .evaluation import PeerModel
 
 

@@ -14,9 +14,9 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from ..heads import Combination
-from ..losses import bradley_terry_loss
-from ..maml import InnerOptimizer, adapt, pair_margins
+from ..method.heads import Combination
+from ..method.losses import bradley_terry_loss
+from ..method.maml import InnerOptimizer, adapt, pair_margins
 from .evaluation import PeerModel
 
 

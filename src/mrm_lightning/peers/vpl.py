@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from ..losses import bradley_terry_loss, masked_user_mean
+from ..method.losses import bradley_terry_loss, masked_user_mean
 from .evaluation import PeerModel
 
 

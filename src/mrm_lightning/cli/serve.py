@@ -1,0 +1,56 @@
+"""``mrm serve``: a trained checkpoint over HTTP (:mod:`mrm_lightning.use.server`).
+
+mrm serve --ckpt best.ckpt --store profiles.db --port 5000 [--host 127.0.0.1]
+          [--unknown-user prior|error]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+
+from .errors import ArgumentParser, fail
+
+
+def parser() -> argparse.ArgumentParser:
+    serve = ArgumentParser(
+        prog="mrm serve",
+        description="Serve a trained checkpoint over HTTP: POST /get_reward (OpenRLHF's remote "
+        "reward model convention, plus user_id or user_ids), POST /adapt, GET /health.",
+    )
+    serve.add_argument("--ckpt", required=True, help="the trained checkpoint (.ckpt)")
+    serve.add_argument(
+        "--store", required=True, help="the profile store (SQLite; created if absent)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=5000, help="port to listen on")
+    serve.add_argument(
+        "--unknown-user",
+        choices=["prior", "error"],
+        default="prior",
+        help="a user with no profile: score with the model's prior, or answer 404",
+    )
+    serve.add_argument("--cache-dir", help="embedding cache to read and fill (optional)")
+    serve.add_argument("--device", default="auto", help="where the encoder runs")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level (info logs every request)",
+    )
+    return serve
+
+
+def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
+    """Run ``mrm serve ...`` (``argv``: the arguments after ``serve``) until interrupted."""
+    args = parser().parse_args(argv)
+    from ..use.inference import PersonalizedRewardModel
+    from ..use.server import serve
+
+    try:
+        model = PersonalizedRewardModel.from_checkpoint(
+            args.ckpt, device=args.device, cache_dir=args.cache_dir
+        )
+    except (ValueError, OSError, RuntimeError, sqlite3.Error) as error:
+        fail(str(error))
+    serve(model, args.store, args.host, args.port, args.unknown_user, args.log_level)

@@ -1,0 +1,112 @@
+"""Real preference data as a PreferenceSource: records -> distinct texts -> cached embeddings.
+
+Each distinct (conversation so far, prompt, response) is encoded once, however many pairs it
+appears in; a second run with the same inputs takes the embeddings from the cache without
+loading the encoder.
+"""
+
+from __future__ import annotations
+
+import torch
+from jsonargparse import lazy_instance
+from lightning.pytorch.utilities import rank_zero_info
+
+from ..cache import ArrowEmbeddings, EmbeddingCache, fingerprint, texts_digest
+from ..encoder import TextEncoder, TextInput
+from ..preferences import PreferenceData, PreferenceSource
+from ..records import TEST_SPLIT, TRAIN_SPLIT, LoadSummary, PreferenceRecord
+from ..splits import TEST, TRAIN, UNUSED
+
+
+def index_texts(
+    records: list[PreferenceRecord],
+) -> tuple[list[TextInput], torch.Tensor, torch.Tensor]:
+    """Distinct text inputs in first-seen order, and each record's chosen / rejected row."""
+    rows: dict[TextInput, int] = {}
+
+    def row_of(history: tuple, prompt: str, response: str) -> int:
+        return rows.setdefault((history, prompt, response), len(rows))
+
+    chosen = [row_of(r.history, r.prompt, r.chosen) for r in records]
+    rejected = [row_of(r.history, r.prompt, r.rejected) for r in records]
+    return list(rows), torch.tensor(chosen), torch.tensor(rejected)
+
+
+def ids_of(values: list[str]) -> tuple[torch.Tensor, list[str]]:
+    """Integer ids for strings, in first-seen order, and the list of distinct strings."""
+    ids: dict[str, int] = {}
+    return torch.tensor([ids.setdefault(v, len(ids)) for v in values]), list(ids)
+
+
+class TextPreferences(PreferenceSource):
+    """Base of the real-data sources: subclasses only read their format into records.
+
+    Args:
+        encoder: the frozen model that embeds (prompt, response); default all-MiniLM-L6-v2.
+        cache_dir: where embeddings are cached (Arrow, memory-mapped).
+        progress: show a progress bar while encoding.
+    """
+
+    def __init__(
+        self,
+        encoder: TextEncoder = lazy_instance(TextEncoder),
+        cache_dir: str = ".cache/mrm-embeddings",
+        progress: bool = True,
+    ) -> None:
+        self.encoder, self.cache, self.progress = encoder, EmbeddingCache(cache_dir), progress
+        self._records: list[PreferenceRecord] | None = None
+        self.summary: LoadSummary | None = None
+
+    def read_records(self, summary: LoadSummary) -> list[PreferenceRecord]:
+        raise NotImplementedError
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.encoder.embedding_dim
+
+    def records(self) -> list[PreferenceRecord]:
+        if self._records is None:
+            self.summary = LoadSummary(type(self).__name__)
+            self._records = self.read_records(self.summary)
+            if not self._records:
+                raise ValueError(f"{type(self).__name__}: no usable pair was read\n{self.summary}")
+            rank_zero_info(str(self.summary))
+        return self._records
+
+    def cache_key(self, items: list[TextInput], identity: dict | None = None) -> str:
+        """What was encoded (every text, in order) and how (the encoder's identity)."""
+        identity = self.encoder.identity() if identity is None else identity
+        return fingerprint({"texts": texts_digest(items), "encoder": identity})
+
+    def embeddings(self, items: list[TextInput]) -> ArrowEmbeddings:
+        """From the cache, or encoded now and cached (atomically)."""
+        identity = self.encoder.identity()
+        key = self.cache_key(items, identity)
+        cached = self.cache.load(key)
+        if cached is not None:
+            rank_zero_info(f"embeddings of {len(items)} texts from cache {self.cache.path(key)}")
+            return cached
+        rank_zero_info(f"encoding {len(items)} distinct texts with {identity['model']}")
+        vectors = self.encoder.encode(items, progress=self.progress)
+        return self.cache.save(key, vectors, {"encoder": identity, "texts": len(items)})
+
+    def prepare(self) -> None:
+        """Make sure the embeddings are cached (the data module's prepare_data)."""
+        self.embeddings(index_texts(self.records())[0])
+
+    def load(self) -> PreferenceData:
+        records = self.records()
+        items, chosen, rejected = index_texts(records)
+        user, user_ids = ids_of([r.user for r in records])
+        unit, _ = ids_of([r.unit for r in records])
+        split_code = {TRAIN_SPLIT: TRAIN, TEST_SPLIT: TEST, None: UNUSED}
+        given = torch.tensor([split_code[r.split] for r in records])
+        return PreferenceData(
+            embeddings=self.embeddings(items),
+            user=user,
+            chosen=chosen,
+            rejected=rejected,
+            unit=unit,
+            user_ids=user_ids,
+            given_split=None if (given == UNUSED).all() else given,
+        ).validate(origin=type(self).__name__)

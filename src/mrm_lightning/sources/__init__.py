@@ -1,1 +1,0 @@
-"""Readers of real preference data; each yields validated PreferenceRecords."""

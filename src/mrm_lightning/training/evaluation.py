@@ -1,0 +1,225 @@
+"""Evaluation of MRM: validation that chooses how strongly to adapt, and the test.
+
+A mixin of :class:`.module.MetaRewardModel` (its only user), kept apart so that the module file
+holds the method and this one how it is scored. It reads the module's ``hparams``
+(``adaptation_lr_scales``, ``warm_start_alpha``, ``combination``), its ``adapt_users`` /
+``base_pairs`` / ``query_margins``, its metrics (``evaluation_metrics``) and its buffers: it WRITES
+``selected_lr_scale``, ``selection_accuracy``, ``selected_warm_start`` and
+``warm_start_comparisons`` at every validation, so the checkpoint saved then carries the choice, and
+the test (and scoring) reads them.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from ..method.losses import bradley_terry_loss
+from ..method.maml import pair_margins
+from ..method.metrics import UserAccuracy
+from ..method.selection import clearly_better, family_margin, select_adaptation
+
+GROUPS = ("seen", "unseen", "all")
+
+
+def metric_prefix(stage: str, group: str) -> str:
+    """``val_seen``, ``val_unseen``, and plain ``val`` for all users pooled."""
+    return stage if group == "all" else f"{stage}_{group}"
+
+
+def evaluation_metrics(num_scales: int) -> tuple[nn.ModuleDict, nn.ModuleDict]:
+    """Test metrics per group, and validation metrics per group and candidate: one per
+    adaptation scale, and the last for the warm start."""
+
+    def group_metrics(names: list[str]) -> nn.ModuleDict:
+        return nn.ModuleDict(
+            {
+                group: nn.ModuleDict(
+                    {n: MeanMetric() if n.startswith("bt_loss") else UserAccuracy() for n in names}
+                )
+                for group in GROUPS
+            }
+        )
+
+    candidates = range(num_scales + 1)
+    test = group_metrics(["user_acc", "user_acc_w0", "oracle_acc", "bt_loss"])
+    val = group_metrics(
+        [f"user_acc_{i}" for i in candidates]
+        + [f"bt_loss_{i}" for i in candidates]
+        + ["user_acc_w0", "oracle_acc"]
+    )
+    return test, val
+
+
+class AdaptiveEvaluation:
+    """Validation and test steps of MetaRewardModel (see the module docstring)."""
+
+    def _adapt_for_evaluation(
+        self, batch: dict[str, Tensor], lr_scale: float, support: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "MRM adapts users during evaluation, which needs gradients: "
+                "set trainer.inference_mode=false"
+            )
+        with torch.enable_grad():  # evaluation runs under no_grad; adaptation needs autograd
+            weights = self.adapt_users(batch, first_order=True, lr_scale=lr_scale, support=support)
+        return weights.detach()
+
+    def _groups(self, batch: dict[str, Tensor], stage: str):
+        is_seen = batch["is_seen"]
+        rows = {"seen": is_seen, "unseen": ~is_seen, "all": torch.ones_like(is_seen)}
+        return [(group, rows[group]) for group in self.stage_groups(stage)]
+
+    def stage_groups(self, stage: str) -> tuple[str, ...]:
+        """Groups scored at ``stage``: validation users are one group (``val/...``)."""
+        return ("all",) if stage == "val" and self.validates_on_held_out_users else GROUPS
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Score every candidate adaptation strength; the best is chosen at the epoch's end."""
+        mask, oracle = batch["query_mask"], batch.get("query_oracle_margin")
+        with torch.no_grad():  # the base functions once; each candidate is K-dimensional work
+            support, query = self.base_pairs(batch, "support"), self.base_pairs(batch, "query")
+            margins_w0 = self.query_margins(self.w0.expand(len(mask), -1), batch, query)
+        candidates = []
+        for scale in self.hparams.adaptation_lr_scales:
+            weights = self._adapt_for_evaluation(batch, scale, support)
+            with torch.no_grad():
+                candidates.append(self.query_margins(weights, batch, query))
+        if self.has_warm_start:
+            candidates.append(self.warm_start_margins(batch))
+        for group, rows in self._groups(batch, "val"):
+            metrics = self.val_metrics[group]
+            for index, margins in enumerate(candidates):
+                metrics[f"user_acc_{index}"].update(margins[rows], mask[rows])
+                metrics[f"bt_loss_{index}"].update(bradley_terry_loss(margins, mask)[rows])
+            metrics["user_acc_w0"].update(margins_w0[rows], mask[rows])
+            if oracle is not None:
+                metrics["oracle_acc"].update(oracle[rows], mask[rows])
+
+    def on_validation_epoch_end(self) -> None:
+        """Pick the adaptation strength on validation users, log the picked one's metrics, and
+        keep the choice in the module's buffers (so the checkpoint saved now carries it)."""
+        scales = self.hparams.adaptation_lr_scales
+        warm = len(scales)  # index of the warm-start candidate
+        count = len(scales) + bool(self.has_warm_start)
+        results = {}
+        for group in self.stage_groups("val"):
+            metrics = self.val_metrics[group]  # compute() gathers across processes
+            results[group] = [float(metrics[f"user_acc_{i}"].compute()) for i in range(count)]
+        best = select_adaptation(results["all"][: len(scales)], scales)
+        if count > warm:  # the warm start stays unless meta-training beats it clearly
+            comparisons = int(self.warm_start_comparisons) + len(scales)
+            if not self.trainer.sanity_checking:  # the sanity check is not a real candidate
+                self.warm_start_comparisons.fill_(comparisons)
+            margin = family_margin(self.hparams.warm_start_alpha, comparisons)
+            metrics = self.val_metrics["all"]
+            if not clearly_better(
+                metrics[f"user_acc_{best}"].per_user_values(),
+                metrics[f"user_acc_{warm}"].per_user_values(),
+                margin,
+            ):
+                best = warm
+            self.log("val/warm_start_margin_se", torch.tensor(margin))
+        self.selected_warm_start.fill_(best == warm)
+        self.selected_lr_scale.fill_(0.0 if best == warm else scales[best])
+        self.selection_accuracy.copy_(torch.tensor(results["all"][: len(scales)]))
+        self.log("val/selected_lr_scale", self.selected_lr_scale.clone())
+        # TensorBoard's HPARAMS view compares runs on hp_metric: the selected validation
+        # user-level accuracy, kept in a buffer so the test of this checkpoint logs it again
+        # (after the -1 placeholder the logger writes when each fit or test starts)
+        self.selected_val_accuracy.fill_(results["all"][best])
+        self.log("hp_metric", self.selected_val_accuracy.clone())
+        self.log("val/selected_warm_start", self.selected_warm_start.float())
+        if count > warm:
+            self.log("val/user_acc_warm_start", torch.tensor(results["all"][warm]))
+        for group in self.stage_groups("val"):
+            metrics, prefix = self.val_metrics[group], metric_prefix("val", group)
+            adapted = metrics[f"user_acc_{best}"].per_user_values()
+            before = adapted if best == warm else metrics["user_acc_w0"].per_user_values()
+            values = {
+                "user_acc": torch.tensor(results[group][best]),
+                "user_acc_w0": torch.tensor(results[group][warm])
+                if best == warm
+                else metrics["user_acc_w0"].compute(),
+                "bt_loss": metrics[f"bt_loss_{best}"].compute(),
+            }
+            if metrics["oracle_acc"].update_called:
+                values["oracle_acc"] = metrics["oracle_acc"].compute()
+            if len(adapted):
+                values["adapt_gain"] = (adapted - before).mean()
+            for name, value in values.items():  # already gathered: the same on every process
+                self.log(f"{prefix}/{name}", value.float())
+            self._histograms(prefix, adapted, before)
+            for metric in metrics.values():
+                metric.reset()
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Adapt with the strength chosen on validation; score seen and unseen users."""
+        if self.selected_warm_start:  # validation chose the global model: no adaptation
+            margins = margins_w0 = self.warm_start_margins(batch)
+        else:
+            with torch.no_grad():
+                support = self.base_pairs(batch, "support")
+                query = self.base_pairs(batch, "query")
+            weights = self._adapt_for_evaluation(batch, float(self.selected_lr_scale), support)
+            with torch.no_grad():
+                margins = self.query_margins(weights, batch, query)
+                margins_w0 = self.query_margins(self.w0.expand_as(weights), batch, query)
+        mask = batch["query_mask"]
+        losses = bradley_terry_loss(margins, mask)
+        oracle = batch.get("query_oracle_margin")
+        for group, rows in self._groups(batch, "test"):
+            metrics = self.test_metrics[group]
+            metrics["user_acc"].update(margins[rows], mask[rows])
+            metrics["user_acc_w0"].update(margins_w0[rows], mask[rows])
+            metrics["bt_loss"].update(losses[rows])
+            if oracle is not None:
+                metrics["oracle_acc"].update(oracle[rows], mask[rows])
+            prefix = metric_prefix("test", group)
+            for name, metric in metrics.items():
+                if name != "oracle_acc" or oracle is not None:
+                    self.log(
+                        f"{prefix}/{name}",
+                        metric,
+                        on_step=False,
+                        on_epoch=True,
+                        batch_size=len(losses),
+                    )
+
+    def on_test_epoch_end(self) -> None:
+        self.log("hp_metric", self.selected_val_accuracy.clone())
+        for group in ("seen", "unseen"):
+            metrics = self.test_metrics[group]
+            adapted = metrics["user_acc"].per_user_values()  # collective under DDP: all ranks
+            before = metrics["user_acc_w0"].per_user_values()
+            self.test_user_accuracy[group] = (adapted, before)  # paired per user, for the report
+            prefix = metric_prefix("test", group)
+            if len(adapted):
+                # already gathered from every process, so the same value everywhere
+                self.log(f"{prefix}/adapt_gain", (adapted - before).mean(), sync_dist=True)
+            self._histograms(prefix, adapted, before)
+
+    @torch.no_grad()
+    def warm_start_margins(self, batch: dict[str, Tensor]) -> Tensor:
+        """``[B, Q]`` query margins of the warm start: the global model, before meta-training."""
+        scale = self.base_rewards.scale
+        chosen = torch.nn.functional.linear(batch["query_chosen"] * scale, self.warm_weight)
+        rejected = torch.nn.functional.linear(batch["query_rejected"] * scale, self.warm_weight)
+        w0 = self.warm_w0.expand(len(chosen), -1)
+        return pair_margins(w0, chosen, rejected, self.hparams.combination)
+
+    def _histograms(self, prefix: str, adapted: Tensor, before: Tensor) -> None:
+        """Per-user accuracy and adaptation gain (gathered over processes) to TensorBoard."""
+        if (
+            isinstance(self.logger, TensorBoardLogger)
+            and self.trainer.is_global_zero
+            and len(adapted)
+        ):
+            writer = self.logger.experiment
+            writer.add_histogram(f"{prefix}/per_user_acc", adapted, self.global_step)
+            writer.add_histogram(
+                f"{prefix}/per_user_adapt_gain", adapted - before, self.global_step
+            )

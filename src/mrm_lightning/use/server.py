@@ -1,0 +1,234 @@
+"""``mrm serve``: a personalized reward model over HTTP (FastAPI + uvicorn).
+
+mrm serve --ckpt best.ckpt --store profiles.db --port 5000 [--host 127.0.0.1]
+          [--unknown-user prior|error]
+
+Endpoints (JSON in, JSON out):
+
+``POST /get_reward``: OpenRLHF's remote reward model convention, plus the user::
+
+    {"query": ["<prompt><response>", ...], "prompts": ["<prompt>", ...],
+     "user_id": "u17"}                      (one user for the whole request), or
+     "user_ids": ["u17", "u3", ...]}        (one per item; neither: the prior)
+    -> {"rewards": [...], "profiles": ["u17", "prior", ...], "profile": "u17"}
+
+  OpenRLHF sends each full text (prompt and response, as generated) in ``query`` and the
+  prompt in ``prompts``. The response is the query with the prompt removed from its start
+  where the query starts with the prompt, else the whole query; either way with whitespace
+  stripped from both ends. ``profiles`` names the profile that scored each item (the user
+  id, or ``prior``); ``profile`` is there when one profile scored them all. Other fields
+  (OpenRLHF's ``labels``) are ignored. A user with no profile gets the prior, or HTTP 404
+  with ``--unknown-user error`` (where a request naming no user is refused with 400).
+
+``POST /adapt``: ``{"user_id": "u17", "pairs": [{"prompt", "chosen", "rejected",
+  "history"?}, ...]}`` adapts the model to the user and adds or replaces their profile in the
+  store (one transaction) -> ``{"user_id", "num_pairs", "weights", "replaced", "users"}``.
+
+``GET /health``: ``{"status": "ok", "checkpoint": sha256, "encoder": model name or null,
+  "users": N, "unknown_user": "prior"|"error"}``.
+
+Errors are JSON ``{"detail": ...}``: 422 for a body of the wrong shape (FastAPI's check),
+400 / 404 for requests the model cannot serve, 500 with one line (logged, no traceback
+sent) for anything unexpected. The model and the store are used from one worker thread, one
+request at a time (neither is thread-safe); each request is one encoder call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from .inference import PersonalizedRewardModel
+from .profiles import ProfileError, ProfileStore, UserProfile
+
+logger = logging.getLogger("mrm_lightning.use.server")
+PRIOR = "prior"
+T = TypeVar("T")
+
+
+class RewardRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenRLHF also sends "labels"
+    query: list[str]
+    prompts: list[str]
+    user_id: str | None = None
+    user_ids: list[str] | None = None
+
+
+class Message(BaseModel):
+    role: str
+    content: str
+
+
+class Pair(BaseModel):
+    prompt: str
+    chosen: str
+    rejected: str
+    history: list[Message] = []
+
+
+class AdaptRequest(BaseModel):
+    user_id: str
+    pairs: list[Pair]
+
+
+def response_of(query: str, prompt: str) -> str:
+    """The response inside an OpenRLHF query: the query less the prompt where it starts with
+    it, else the whole query; whitespace stripped from both ends."""
+    return (query[len(prompt) :] if prompt and query.startswith(prompt) else query).strip()
+
+
+def create_app(
+    model: PersonalizedRewardModel,
+    store: ProfileStore | str | Path,
+    unknown_user: Literal["prior", "error"] = "prior",
+) -> FastAPI:
+    """The server's app. ``store`` is the profile store's path (of a ProfileStore, only its
+    path is used: the app opens its own connection in its worker thread, as SQLite asks)."""
+    if unknown_user not in ("prior", "error"):
+        raise ValueError(f"unknown_user must be 'prior' or 'error', got {unknown_user!r}")
+    path = store.path if isinstance(store, ProfileStore) else str(store)
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrm-model")
+    opened: list[ProfileStore] = []  # the worker thread's connection, opened on first use
+
+    def the_store() -> ProfileStore:
+        if not opened:
+            opened.append(ProfileStore(path, checkpoint=model.digest))
+        return opened[0]
+
+    async def on_worker(work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(worker, work)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if opened:
+            await on_worker(opened[0].close)
+        worker.shutdown(wait=True)
+
+    app = FastAPI(title="mrm reward server", lifespan=lifespan)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        first = (str(error).strip().splitlines() or [""])[0]
+        detail = f"internal error: {type(error).__name__}" + (f": {first}" if first else "")
+        return JSONResponse({"detail": detail}, status_code=500)
+
+    def profile_of(user: str | None) -> UserProfile | None:
+        try:
+            return None if user is None else the_store().get(user)
+        except ProfileError as error:  # a stored row that no longer reads: the server's fault
+            raise RuntimeError(f"profile store: {error}") from None
+
+    def rewards(body: RewardRequest, users: list[str | None]) -> dict[str, Any]:
+        found = {user: profile_of(user) for user in dict.fromkeys(users)}
+        unknown = [u for u, p in found.items() if p is None and u is not None]
+        if unknown and unknown_user == "error":
+            named = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise HTTPException(404, f"no profile of user {named} (--unknown-user error)")
+        items = [((), p, response_of(q, p)) for q, p in zip(body.query, body.prompts)]
+        try:
+            scores = model.score_items(items, [found[u] for u in users])
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+        names = [PRIOR if found[u] is None else u for u in users]
+        answer: dict[str, Any] = {"rewards": scores, "profiles": names}
+        if body.user_ids is None:
+            answer["profile"] = PRIOR if found[users[0]] is None else users[0]
+        return answer
+
+    @app.post("/get_reward")
+    async def get_reward(body: RewardRequest) -> dict[str, Any]:
+        if len(body.query) != len(body.prompts):
+            raise HTTPException(
+                400, f"'query' has {len(body.query)} items but 'prompts' {len(body.prompts)}"
+            )
+        if body.user_id is not None and body.user_ids is not None:
+            raise HTTPException(400, "give 'user_id' (the whole request) or 'user_ids', not both")
+        if body.user_ids is not None and len(body.user_ids) != len(body.query):
+            raise HTTPException(
+                400, f"'user_ids' has {len(body.user_ids)} items but 'query' {len(body.query)}"
+            )
+        if body.user_id is None and body.user_ids is None and unknown_user == "error":
+            raise HTTPException(
+                400, "name the user: 'user_id' or 'user_ids' (--unknown-user error)"
+            )
+        users = body.user_ids if body.user_ids is not None else [body.user_id] * len(body.query)
+        if not users:
+            return {"rewards": [], "profiles": []}
+        return await on_worker(lambda: rewards(body, users))
+
+    def adapt(body: AdaptRequest) -> dict[str, Any]:
+        pairs = [pair.model_dump() for pair in body.pairs]
+        for pair in pairs:
+            pair["history"] = [(m["role"], m["content"]) for m in pair["history"]]
+        try:
+            profile = model.adapt(pairs)
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+        store = the_store()
+        with store.transaction():
+            replaced = profile_of(body.user_id) is not None
+            store.put(body.user_id, profile)
+        return {
+            "user_id": body.user_id,
+            "num_pairs": profile.num_pairs,
+            "weights": profile.weights,
+            "replaced": replaced,
+            "users": len(store.users()),
+        }
+
+    @app.post("/adapt")
+    async def adapt_user(body: AdaptRequest) -> dict[str, Any]:
+        if not body.user_id:
+            raise HTTPException(400, "'user_id' must not be empty")
+        if not body.pairs:
+            raise HTTPException(400, "'pairs' must hold at least one pair")
+        return await on_worker(lambda: adapt(body))
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        users = await on_worker(lambda: len(the_store().users()))
+        identity = (model.encoder_info or {}).get("identity") or {}
+        return {
+            "status": "ok",
+            "checkpoint": model.digest,
+            "encoder": identity.get("model"),
+            "users": users,
+            "unknown_user": unknown_user,
+        }
+
+    return app
+
+
+def serve(
+    model: PersonalizedRewardModel,
+    store_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    unknown_user: Literal["prior", "error"] = "prior",
+    log_level: str = "info",
+) -> None:
+    """Check that the encoder and the store open (fail now, not on the first request), then
+    serve until interrupted."""
+    try:
+        if model.encoder_info is not None:
+            model.encoder().load()
+        ProfileStore(store_path, checkpoint=model.digest).close()
+    except sqlite3.Error as error:
+        raise ValueError(f"{store_path}: {error}") from error
+    import uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
+    app = create_app(model, store_path, unknown_user)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
