@@ -27,8 +27,11 @@ VOCAB = list(
 HIDDEN = 16
 
 
-def build_tiny_bert(folder: str | Path, seed: int = 0, tokenizer: bool = True) -> Path:
-    """Save a seeded random ``BertModel`` (and its tokenizer) to ``folder``; return the path."""
+def build_tiny_bert(
+    folder: str | Path, seed: int = 0, tokenizer: bool = True, max_positions: int = 64
+) -> Path:
+    """Save a seeded random ``BertModel`` (and its tokenizer) to ``folder``; return the path.
+    ``max_positions``: the longest input it takes, in tokens (most words are a token a letter)."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -49,7 +52,7 @@ def build_tiny_bert(folder: str | Path, seed: int = 0, tokenizer: bool = True) -
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=32,
-        max_position_embeddings=64,
+        max_position_embeddings=max_positions,
     )
     BertModel(config).eval().save_pretrained(str(folder))
     return folder

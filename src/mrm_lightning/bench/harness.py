@@ -29,7 +29,7 @@ from lightning.pytorch.cli import LightningCLI
 from torch.utils.data import DataLoader
 
 from ..data.datamodule import EpisodicDataModule
-from ..training.lightning_cli import MRMCLI, OneLineErrorParser
+from ..training.lightning_cli import MRMCLI, OneLineErrorParser, quiet_known_noise
 from ..training.module import MetaRewardModel
 from .methods import METHODS, PEERS, SHOTS
 from .protocol import TruncatedSupport, worst_fraction_mean
@@ -138,6 +138,7 @@ def run_one(method: str, seed: int, args: argparse.Namespace, data_config: Path)
 def run_benchmark(args: argparse.Namespace) -> dict:
     """Every method on every seed (``args``: :func:`mrm_lightning.cli.bench.parser`'s), then
     the results files; returns what :func:`~mrm_lightning.bench.report.write_results` does."""
+    quiet_known_noise()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load(args.config.read_text())

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..bench.methods import CONFIGS, METHODS
+from ..training.configs import find_config
 from .errors import ArgumentParser
 
 DESCRIPTION = (
@@ -21,7 +22,10 @@ DESCRIPTION = (
 def parser() -> ArgumentParser:
     bench = ArgumentParser(prog="mrm bench", description=DESCRIPTION)
     bench.add_argument(
-        "--config", type=Path, default=CONFIGS / "synthetic.yaml", help="the benchmarked run"
+        "--config",
+        type=lambda value: Path(find_config(value)),
+        default=CONFIGS / "synthetic.yaml",
+        help="the benchmarked run: a file, or the name of a shipped config (e.g. tiny)",
     )
     bench.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -62,6 +66,7 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """``mrm bench ARGS`` from Python: the results (what ``bench.report.write_results`` returns)."""
+    args = parse(argv)  # before the heavy imports: --help and mistakes answer at once
     from ..bench.harness import run_benchmark
 
-    return run_benchmark(parse(argv))
+    return run_benchmark(args)

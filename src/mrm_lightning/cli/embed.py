@@ -7,6 +7,7 @@ import warnings
 
 from ..data.embed import embed_source
 from ..data.sources.text import TextPreferences
+from ..training.configs import with_shipped_configs
 from ..training.lightning_cli import cli_main
 
 
@@ -14,7 +15,7 @@ def run(command: str, argv: list[str], from_sys_argv: bool) -> None:
     # sys.argv stays as it is: DDP starts the other processes by running it again. So the
     # arguments after "embed" go in explicitly, and LightningCLI's note about that is moot.
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run.*")
-    cli = cli_main(argv, run=False)
+    cli = cli_main(with_shipped_configs(argv), run=False, prog="mrm embed")
     source = cli.datamodule.source
     if not isinstance(source, TextPreferences):
         raise ValueError(

@@ -8,24 +8,21 @@ from typing import Literal
 import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from .checks import (
+    FEW_VALIDATION_USERS,
+    check_data_settings,
+    check_episode_sizes,
+    removal_cause,
+)
 from .episodes import EvalBatches, MetaTrainBatches
 from .preferences import EmbeddingDtype, PreferenceData, PreferenceSource
-from .sampling import Size, can_make_episode, resolve_size
+from .sampling import Size, can_make_episode
 from .sources.synthetic import SyntheticPopulation
 from .splits import TEST, TRAIN, UNUSED, VAL, SplitSummary, split_pairs
-
-
-def check_size(setting: str, size: Size, least: int) -> None:
-    """A count of at least ``least`` pairs, or a fraction strictly between 0 and 1."""
-    if isinstance(size, float) and not size.is_integer():
-        if not 0.0 < size < 1.0:
-            raise ValueError(f"{setting} as a fraction must be in (0, 1), got {size}")
-    elif size < least:
-        raise ValueError(f"{setting} must be a count of at least {least}, got {size}")
 
 
 class EpisodicDataModule(LightningDataModule):
@@ -92,37 +89,12 @@ class EpisodicDataModule(LightningDataModule):
         # by its class name (its own settings are in the run's config.yaml)
         self.save_hyperparameters(ignore=["source"])
         self.hparams["source"] = type(source).__name__
-        check_size("data.support_size", support_size, least=0)
-        if query_size is not None:
-            check_size("data.query_size", query_size, least=1)
-        if support_size_min is not None and not (
-            isinstance(support_size, int) and 0 <= support_size_min <= support_size
-        ):
-            raise ValueError(
-                f"data.support_size_min={support_size_min} needs a count data.support_size at "
-                f"least as large, got {support_size}"
-            )
+        check_data_settings(
+            support_size, support_size_min, query_size, users_per_batch, eval_users_per_batch,
+            val_fraction, test_fraction, users_without_train_pairs, embedding_dtype,
+        )  # fmt: skip
         self.support_size_min = support_size_min
-        if users_per_batch < 1 or eval_users_per_batch < 1:
-            raise ValueError("users_per_batch and eval_users_per_batch must be >= 1")
-        if not 0.0 <= val_fraction < 1.0 or not 0.0 < test_fraction < 1.0:
-            raise ValueError(
-                f"need 0 <= val_fraction < 1 and 0 < test_fraction < 1, got "
-                f"val_fraction={val_fraction}, test_fraction={test_fraction}"
-            )
-        if val_fraction + test_fraction >= 1.0:
-            raise ValueError("val_fraction + test_fraction must leave room for training pairs")
-        if users_without_train_pairs not in ("exclude", "prior"):
-            raise ValueError(
-                "data.users_without_train_pairs must be 'exclude' or 'prior', got "
-                f"{users_without_train_pairs!r}"
-            )
         self.users_without_train_pairs = users_without_train_pairs
-        if embedding_dtype not in ("float32", "float16", "bfloat16"):
-            raise ValueError(
-                "data.embedding_dtype must be 'float32', 'float16' or 'bfloat16', got "
-                f"{embedding_dtype!r}"
-            )
         self.embedding_dtype = embedding_dtype
         self.source = source
         self.users_per_batch, self.support_size, self.query_size = (
@@ -173,6 +145,8 @@ class EpisodicDataModule(LightningDataModule):
         )
         data = data.validate(origin=type(source).__name__)
         split = split_pairs(data, **self.split_settings)
+        if len(split.dropped_users) == data.num_users:  # the first cause, not a later symptom
+            raise ValueError(f"no user is left to train on: {removal_cause(split, data.num_users)}")
         self.data, self.split = data, split
         users = torch.cat([split.seen_users, split.unseen_users, split.validation_users])
         for part in (TRAIN, VAL, TEST):
@@ -209,6 +183,13 @@ class EpisodicDataModule(LightningDataModule):
             )
             + f"; min_pairs_per_user={settings['min_pairs_per_user']}"
         )
+        if 0 < len(split.validation_users) < FEW_VALIDATION_USERS:
+            rank_zero_warn(
+                f"only {len(split.validation_users)} validation users choose the checkpoint and "
+                "how strongly to adapt: with so few, MRM keeps the global model unless "
+                "personalization wins by a wide margin (model.warm_start_alpha). Hold out more: "
+                "raise data.validation_users (e.g. 0.3), or lower data.unseen_fraction"
+            )
         for part, name in ((VAL, "validation"), (TEST, "test")):
             without = self.users_without_training(part)
             if without:
@@ -223,34 +204,15 @@ class EpisodicDataModule(LightningDataModule):
                 )
 
     def _check_episode_sizes(self) -> None:
-        """Fail before meta-training, naming the setting, when no episode can be drawn; tell
-        when some users' episodes will have a smaller support than asked."""
+        """Fail before meta-training, naming the setting, when no episode can be drawn."""
         assert self.split is not None and self.meta_train_users is not None
-        if not len(self.meta_train_users):
-            raise ValueError(
-                "no seen user has training pairs from 2 or more units, so no meta-training "
-                "episode can be drawn: lower data.unseen_fraction, data.test_fraction or "
-                "data.val_fraction, or raise data.min_units_per_user"
-            )
-        train = self.pairs_by_split[TRAIN]
-        short = sum(
-            resolve_size(self.support_size, len(train[u])) >= len(train[u])
-            for u in self.meta_train_users.tolist()
+        check_episode_sizes(
+            self.split,
+            self.data.num_users,
+            self.meta_train_users,
+            self.pairs_by_split[TRAIN],
+            self.support_size,
         )
-        if short == len(self.meta_train_users):  # not a few users: the setting is off
-            fewest = min(len(train[u]) for u in self.meta_train_users.tolist())
-            raise ValueError(
-                f"data.support_size={self.support_size} asks for at least as many pairs as every "
-                f"seen user has for training (the fewest is {fewest}): lower support_size or "
-                "raise min_pairs_per_user"
-            )
-        if short:
-            rank_zero_info(
-                f"data.support_size={self.support_size}: {short} of "
-                f"{len(self.meta_train_users)} meta-training users have no more training pairs "
-                "than that; their episodes keep at least one unit for the query and a smaller "
-                "support"
-            )
 
     # ------------------------------------------------------------- evaluation
     @property

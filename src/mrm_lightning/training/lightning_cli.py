@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from ..data.datamodule import EpisodicDataModule
 from .module import MetaRewardModel
+from .run_folder import DiscardFailedRun
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Lightning's messages that say nothing to our users: its own deprecation noise on torch 2.13
@@ -88,10 +89,11 @@ class MRMCLI(LightningCLI):
         )  # the ResultsReport table is the summary
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> MRMCLI:
+def cli_main(args: list[str] | None = None, run: bool = True, prog: str = "mrm") -> MRMCLI:
     """LightningCLI over MRM with ``args`` (None: ``sys.argv``, as ``mrm`` runs it; a list lets
     tests and scripts call it). ``run=False`` only builds the model, data module and trainer
-    from the settings (no subcommand in ``args``, and no config saved)."""
+    from the settings (no subcommand in ``args``, and no config saved); ``prog`` names the
+    command in its usage line (e.g. ``mrm embed``)."""
     quiet_known_noise()
     return MRMCLI(
         MetaRewardModel,
@@ -101,6 +103,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> MRMCLI:
         save_config_callback=SaveConfigCallback if run else None,
         save_config_kwargs={"overwrite": True},
         parser_class=OneLineErrorParser,
+        parser_kwargs=None if run else {"prog": prog},
+        trainer_defaults={"callbacks": [DiscardFailedRun()]},  # added to the config's callbacks
     )
 
 

@@ -111,6 +111,8 @@ class ResultsReport(Callback):
         if gains:
             self.results["adaptation_gain"] = gains
         selected = selected_adaptation(pl_module)
+        if selected is not None and groups is not None:
+            selected["validation_users"] = len(datamodule.split.validation_users)
         if selected is not None:
             self.results["selected_adaptation"] = selected
         gap = _gap_closed(rows, "unseen")
@@ -135,6 +137,9 @@ class ResultsReport(Callback):
                 "to the oracle: (MRM - global) / (oracle - global)."
             )
         lines.append(f"\nResults: {path}")
+        best = self.results["checkpoint"]
+        if best:  # what mrm adapt / score / serve take as --ckpt
+            lines.append(f"Best checkpoint: {best}")
         logger_root = Path(trainer.logger.save_dir) if trainer.logger is not None else run_dir
         lines.append(
             f"TensorBoard logs: {run_dir}\n  open them with: tensorboard --logdir {logger_root}"
@@ -212,12 +217,23 @@ def _selection_warning(selected: dict) -> str | None:
     return None
 
 
+# below this many validation users, a kept warm start may be the vote's noise, not the data
+FEW_VALIDATION_USERS_TO_WIN = 20
+
+
 def _selection_line(selected: dict) -> str:
     if selected["prior"] != "meta-learned":
         line = (
             f"Chosen on {selected['validated_on']}: the warm start, i.e. the global model with "
             "no adaptation (meta-training did not beat it there)."
         )
+        few = selected.get("validation_users")
+        if few and few < FEW_VALIDATION_USERS_TO_WIN:
+            line += (
+                f"\nOnly {few} validation users voted: with so few, personalization has to win "
+                "by a wide margin to replace the global model. Hold out more users for "
+                "validation (data.validation_users) or accept more risk (model.warm_start_alpha)."
+            )
     elif selected["lr_scale"] == 0:
         line = "Adaptation chosen on validation: none (the prior w0 for everybody)."
     elif selected.get("adaptation") == "posterior":
