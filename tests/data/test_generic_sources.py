@@ -2,12 +2,19 @@
 
 import dataclasses
 import itertools
+import json
 
 import pytest
 
-from mrm_lightning.data.records import LoadSummary, RecordError
-from mrm_lightning.data.sources.pairs import read_pairs
-from mrm_lightning.data.sources.ratings import OVER_CAP, item_group, read_ratings
+from mrm_lightning.data.records import DUPLICATE_PAIR, LoadSummary, RecordError
+from mrm_lightning.data.sources.pairs import PairsFiles, read_pairs
+from mrm_lightning.data.sources.ratings import (
+    DUPLICATE_RATING,
+    EMPTY_RATED_TEXT,
+    OVER_CAP,
+    item_group,
+    read_ratings,
+)
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "generic"
@@ -324,3 +331,84 @@ def test_unknown_extension(tmp_path, reader):
     with pytest.raises(ValueError, match="pairs.txt") as caught:
         reader(path)
     assert not isinstance(caught.value, RecordError)
+
+
+# --- what readers drop, said: duplicates, users with no pair ------------------------------------
+
+
+def pair_line(user, prompt, chosen, rejected):
+    return json.dumps({"user_id": user, "prompt": prompt, "chosen": chosen, "rejected": rejected})
+
+
+def test_a_repeated_pair_is_dropped_and_counted(tmp_path):
+    lines = [
+        pair_line("u", "p", "a", "b"),
+        pair_line("u", "p", "a", "b"),  # the same judgement again: dropped
+        pair_line("u", "p", "b", "a"),  # the other way round: a different judgement, kept
+        pair_line("v", "p", "a", "b"),  # another user's: kept
+        pair_line("u", "p", "a", "b"),
+    ]
+    path = write(tmp_path, "pairs.jsonl", "\n".join(lines) + "\n")
+    summary = LoadSummary("pairs")
+    records = read_pairs(path, summary)
+    assert [r.origin for r in records] == [f"{path}:{n}" for n in (1, 3, 4)]
+    assert summary.kept == 3 and dict(summary.dropped) == {DUPLICATE_PAIR: 2}
+    assert str(summary) == "pairs: kept 3 pairs\n  dropped 2 (duplicate pair)"
+
+
+def test_a_pair_repeated_in_another_file_is_dropped_once(tmp_path):
+    first = write(tmp_path, "a.jsonl", pair_line("u", "p", "a", "b") + "\n")
+    second = write(tmp_path, "b.csv", "user_id,prompt,chosen,rejected\nu,p,a,b\nu,q,c,d\n")
+    summary = LoadSummary("PairsFiles")
+    records = PairsFiles([str(first), str(second)]).read_records(summary)
+    assert [(r.prompt, r.chosen) for r in records] == [("p", "a"), ("q", "c")]
+    assert summary.kept == 2 and dict(summary.dropped) == {DUPLICATE_PAIR: 1}
+
+
+def test_users_whose_every_pair_is_dropped_are_counted(tmp_path):
+    lines = [
+        pair_line("u", "p", "a", "b"),
+        pair_line("v", "p", "a", "a "),
+        pair_line("w", "p", "", "b"),
+    ]
+    path = write(tmp_path, "pairs.jsonl", "\n".join(lines) + "\n")
+    summary = LoadSummary("pairs")
+    assert [r.user for r in read_pairs(path, summary)] == ["u"]
+    assert str(summary) == (
+        "pairs: kept 1 pairs\n  dropped 1 (empty response text)\n"
+        "  dropped 1 (identical chosen and rejected)\n  users with no pair: 2 (every pair dropped)"
+    )
+    # a user with pairs in another file of the same source is not one of them
+    other = write(tmp_path, "more.jsonl", pair_line("v", "q", "c", "d") + "\n")
+    summary = LoadSummary("PairsFiles")
+    PairsFiles([str(path), str(other)]).read_records(summary)
+    assert summary.users_without_pairs() == {"every pair dropped": 1}
+
+
+def test_ratings_users_with_no_pair_are_counted_by_reason(tmp_path):
+    rows = [
+        "user_id,prompt,text,score",
+        "paired,p,a,1",
+        "paired,p,b,2",
+        "paired,p,b,2",  # the same rating again: dropped, or it would pair twice
+        "alone,p,a,5",
+        "equal,p,a,3",
+        "equal,p,b,3",
+        "apart,p,a,1",
+        "apart,q,b,2",  # another prompt: the two never pair
+        "blank,p, ,1",
+    ]
+    path = write(tmp_path, "ratings.csv", "\n".join(rows) + "\n")
+    summary = LoadSummary("ratings")
+    records = read_ratings(path, summary=summary)
+    assert [(r.user, r.chosen, r.rejected) for r in records] == [("paired", "b", "a")]
+    assert str(summary) == (
+        "ratings: kept 1 pairs\n"
+        f"  dropped 1 ({DUPLICATE_RATING})\n"
+        f"  dropped 1 ({EMPTY_RATED_TEXT})\n"
+        "  users with no pair: 1 (all scores equal)\n"
+        "  users with no pair: 1 (every rated text empty)\n"
+        "  users with no pair: 1 (no two items of one prompt or group with different scores "
+        "and texts)\n"
+        "  users with no pair: 1 (one rated item)"
+    )

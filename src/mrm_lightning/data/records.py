@@ -3,7 +3,8 @@
 A reader turns one format (Reddit TL;DR, PRISM, generic pairs, per-user ratings) into
 :class:`PreferenceRecord`s. Malformed input raises :class:`RecordError` naming the file, the
 line and the field. Records that are well-formed but cannot make a pair (identical texts,
-empty text, no choice) are dropped and counted in a :class:`LoadSummary`, never a crash.
+empty text, no choice, a duplicate of an earlier one) are dropped and counted in a
+:class:`LoadSummary`, never a crash; so are users none of whose lines made a pair.
 """
 
 from __future__ import annotations
@@ -51,21 +52,69 @@ class RecordError(ValueError):
         self.path, self.line, self.field_name, self.problem = str(path), line, field_name, problem
 
 
+DUPLICATE_PAIR = "duplicate pair"
+
+
 @dataclass
 class LoadSummary:
-    """What loading kept and dropped, and why; printed at the end of loading."""
+    """What loading kept and dropped, and why; printed at the end of loading.
+
+    Attributes:
+        kept: pairs kept.
+        dropped: lines or pairs dropped, by reason.
+        paired: users with at least one pair kept.
+        unpaired: users read with no pair (yet), and why; a user paired by another file of
+            the same source is not counted (see :meth:`users_without_pairs`).
+    """
 
     source: str
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
+    paired: set[str] = field(default_factory=set)
+    unpaired: dict[str, str] = field(default_factory=dict)
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] += count
 
+    def users(self, paired: set[str], unpaired: dict[str, str]) -> None:
+        """Record a file's users with pairs, and those with none (user -> why)."""
+        self.paired |= paired
+        for user, reason in unpaired.items():
+            self.unpaired.setdefault(user, reason)
+
+    def users_without_pairs(self) -> Counter:
+        """How many users made no pair at all, by reason."""
+        return Counter(r for user, r in self.unpaired.items() if user not in self.paired)
+
+    def reasons(self) -> str:
+        """The drops on one line, for an error saying why nothing was kept."""
+        parts = [f"{n} ({reason})" for reason, n in sorted(self.dropped.items())]
+        return "dropped " + ", ".join(parts) if parts else "it holds no pairs"
+
     def __str__(self) -> str:
         lines = [f"{self.source}: kept {self.kept} pairs"]
         lines += [f"  dropped {n} ({reason})" for reason, n in sorted(self.dropped.items())]
+        without = sorted(self.users_without_pairs().items())
+        lines += [f"  users with no pair: {n} ({reason})" for reason, n in without]
         return "\n".join(lines)
+
+
+def drop_duplicates(
+    records: list[PreferenceRecord], summary: LoadSummary
+) -> list[PreferenceRecord]:
+    """``records`` without repeats of an earlier (user, history, prompt, chosen, rejected),
+    counted in ``summary`` as ``duplicate pair``: the same judgement twice would weigh double
+    (and could put one pair on both sides of a split)."""
+    seen: set[tuple] = set()
+    kept = []
+    for record in records:
+        key = (record.user, record.history, record.prompt, record.chosen, record.rejected)
+        if key not in seen:
+            seen.add(key)
+            kept.append(record)
+    if len(kept) < len(records):
+        summary.drop(DUPLICATE_PAIR, len(records) - len(kept))
+    return kept
 
 
 def pair_or_drop_reason(chosen: str, rejected: str) -> str | None:

@@ -8,9 +8,10 @@
 - ``unit``: optional, what splits keep whole; absent means the prompt text, so pairs about one
   prompt stay on one side of a split (pairs with an empty prompt should carry a unit).
 
-Pairs that cannot be used (empty or identical texts) are dropped and counted in the
-:class:`LoadSummary`, never a crash. Formats, columns with other names and errors:
-:mod:`.columns`.
+Pairs that cannot be used (empty or identical texts, a repeat of an earlier line's user,
+prompt, chosen and rejected) are dropped and counted in the :class:`LoadSummary`, never a
+crash; so are users none of whose lines made a pair. Formats, columns with other names and
+errors: :mod:`.columns`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..records import (
     LoadSummary,
     PreferenceRecord,
     RecordError,
+    drop_duplicates,
     pair_or_drop_reason,
     require,
 )
@@ -42,6 +44,9 @@ from .text import TextPreferences
 
 _PAIR_TEXTS = ("prompt", "chosen", "rejected")
 PAIR_FIELDS = ("user_id", "prompt", "chosen", "rejected", "split", "unit")
+# what adapting a user reads of a pairs file: split and unit only matter to training
+ADAPT_FIELDS = ("user_id", "prompt", "chosen", "rejected")
+ALL_DROPPED = "every pair dropped"
 
 
 def read_pairs(
@@ -54,13 +59,14 @@ def read_pairs(
     """
     mapping = check_columns(columns, PAIR_FIELDS)
     summary = summary if summary is not None else LoadSummary(str(path))
-    records = []
+    records, users = [], set()
     for line, row in mapped_rows(path, mapping, required=REQUIRED):
         with named_as_in_file(mapping):
             user = user_id_of(row, path, line)
             prompt, chosen, rejected = (require(row, k, str, path, line) for k in _PAIR_TEXTS)
             split = _split(row, path, line)
             unit = optional_str(row, "unit", path, line, allow_int=True)
+        users.add(user)
         reason = pair_or_drop_reason(chosen, rejected)
         if reason is not None:
             summary.drop(reason)
@@ -76,8 +82,20 @@ def read_pairs(
                 origin=f"{path}:{line}",
             )
         )
+    records = drop_duplicates(records, summary)
+    paired = {record.user for record in records}
+    summary.users(paired, dict.fromkeys(users - paired, ALL_DROPPED))
     summary.kept += len(records)
     return records
+
+
+def pairs_columns(record: dict | None) -> dict[str, str]:
+    """The columns to read a new user's pairs file with, from a checkpoint's
+    :func:`.columns.columns_record`: the training files' names of user_id, prompt, chosen and
+    rejected (from a ratings source: of user_id and prompt, which the two formats share);
+    split and unit, which adapting does not read, keep their names."""
+    columns = (record or {}).get("columns") or {}
+    return {field: column for field, column in columns.items() if field in ADAPT_FIELDS}
 
 
 def _split(row: dict[str, Any], path: str | Path, line: int) -> str | None:
@@ -112,4 +130,7 @@ class PairsFiles(TextPreferences):
         self.paths, self.columns = list(paths), columns
 
     def read_records(self, summary: LoadSummary) -> list[PreferenceRecord]:
-        return [record for path in self.paths for record in read_pairs(path, summary, self.columns)]
+        records = [r for path in self.paths for r in read_pairs(path, summary, self.columns)]
+        unique = drop_duplicates(records, summary)  # a pair repeated in another file
+        summary.kept -= len(records) - len(unique)
+        return unique

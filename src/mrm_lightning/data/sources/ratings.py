@@ -19,6 +19,10 @@
   ``random.Random(f"{seed}/{user}")`` per user (string seeds are hashed with SHA-512,
   independent of ``PYTHONHASHSEED``).
 - ``origin`` of a rating pair is ``"file:chosen_line,rejected_line"``.
+- A line repeating an earlier one's user, prompt, text and score is dropped and counted
+  (``duplicate rating``): it would pair twice with every other item. Users whose ratings make
+  no pair (one rated item, all scores equal, no two items of one prompt or group) are counted
+  in the summary, by reason.
 
 Formats, columns with other names and errors: :mod:`.columns`.
 """
@@ -48,6 +52,7 @@ from .text import TextPreferences
 
 OVER_CAP = "over max_pairs_per_user"
 EMPTY_RATED_TEXT = "empty rated text"
+DUPLICATE_RATING = "duplicate rating"
 RATING_FIELDS = ("user_id", "prompt", "text", "score")
 
 
@@ -80,16 +85,22 @@ def read_ratings(
     mapping = check_columns(columns, RATING_FIELDS)
     summary = summary if summary is not None else LoadSummary(str(path))
     by_user: dict[str, list[_Rating]] = {}
+    seen: set[tuple] = set()
     for line, row in mapped_rows(path, mapping, required=REQUIRED - {"prompt"}):
         with named_as_in_file(mapping):
             user = user_id_of(row, path, line)
             prompt = optional_str(row, "prompt", path, line)
             text = require(row, "text", str, path, line)
             score = _score(row, path, line)
+        by_user.setdefault(user, [])
         if not text.strip():
             summary.drop(EMPTY_RATED_TEXT)
             continue
-        by_user.setdefault(user, []).append(_Rating(line, prompt, text, score))
+        if (user, prompt, text, score) in seen:
+            summary.drop(DUPLICATE_RATING)
+            continue
+        seen.add((user, prompt, text, score))
+        by_user[user].append(_Rating(line, prompt, text, score))
     keys = {
         user: [_pairing_key(item, item_groups, seed) for item in items]
         for user, items in by_user.items()
@@ -132,8 +143,22 @@ def read_ratings(
             keep = sorted(rng.sample(range(len(pairs)), max_pairs_per_user))
             pairs = [pairs[i] for i in keep]
         records += pairs
+    paired = {record.user for record in records}
+    unpaired = {u: _why_no_pair(items) for u, items in by_user.items() if u not in paired}
+    summary.users(paired, unpaired)
     summary.kept += len(records)
     return records
+
+
+def _why_no_pair(items: list[_Rating]) -> str:
+    """Why a user's ratings made no pair, in the summary's words."""
+    if not items:
+        return "every rated text empty"
+    if len(items) == 1:
+        return "one rated item"
+    if len({item.score for item in items}) == 1:
+        return "all scores equal"
+    return "no two items of one prompt or group with different scores and texts"
 
 
 def item_group(text: str, item_groups: int, seed: int) -> int:
