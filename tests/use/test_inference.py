@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mrm_lightning.data.splits import TEST, TRAIN
+from mrm_lightning.training.checkpoint_file import CheckpointError
 from mrm_lightning.training.lightning_cli import cli_main
 from mrm_lightning.use.inference import PersonalizedRewardModel, load_checkpoint, ranking
 from mrm_lightning.use.profiles import ProfileError, UserProfile
@@ -192,7 +193,7 @@ def test_a_checkpoint_holding_other_objects_is_refused(trained, tmp_path):
     with pytest.raises(ValueError, match="refused.*never unpickled"):
         PersonalizedRewardModel.from_checkpoint(bad)
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
-    with pytest.raises(ValueError, match="not an mrm checkpoint"):
+    with pytest.raises(CheckpointError, match="other.ckpt: not an MRM checkpoint"):
         PersonalizedRewardModel.from_checkpoint(tmp_path / "other.ckpt")
 
 

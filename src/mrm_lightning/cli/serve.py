@@ -7,9 +7,8 @@ mrm serve --ckpt best.ckpt --store profiles.db --port 5000 [--host 127.0.0.1]
 from __future__ import annotations
 
 import argparse
-import sqlite3
 
-from .errors import ArgumentParser, fail
+from .errors import ArgumentParser
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,10 +46,8 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
     from ..use.inference import PersonalizedRewardModel
     from ..use.server import serve
 
-    try:
-        model = PersonalizedRewardModel.from_checkpoint(
-            args.ckpt, device=args.device, cache_dir=args.cache_dir
-        )
-    except (ValueError, OSError, RuntimeError, sqlite3.Error) as error:
-        fail(str(error))
+    # a bad checkpoint or store raises an error naming the file, before anything listens
+    model = PersonalizedRewardModel.from_checkpoint(
+        args.ckpt, device=args.device, cache_dir=args.cache_dir
+    )
     serve(model, args.store, args.host, args.port, args.unknown_user, args.log_level)

@@ -5,8 +5,11 @@ mrm adapt --ckpt best.ckpt --pairs pairs.jsonl --store profiles.db        (every
 mrm score --ckpt best.ckpt --profile profile.json --input candidates.jsonl --out scores.jsonl
 mrm score --ckpt best.ckpt --store profiles.db --user u17 --input - --out -
 
-Plain argparse, not LightningCLI: nothing is trained. Errors end with one line
-``mrm: error: ...`` on stderr and exit status 2.
+Files are read with the column names of the files the checkpoint was trained on (its
+``mrm_columns``: a pairs file's user_id, prompt, chosen and rejected; a ratings file's
+user_id and prompt); ``--columns`` replaces them. Plain argparse, not LightningCLI: nothing is
+trained. Errors end with one line ``mrm: error: ...`` on stderr and exit status 2
+(:mod:`.errors`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,10 +25,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..data.records import LoadSummary, PreferenceRecord, RecordError, require
-from .errors import ArgumentParser, fail
+from .errors import ArgumentParser, debug_mode, fail
 
 STDIN = "<stdin>"
 CHUNK = 64  # candidate lines embedded together
+SCORE_FIELDS = ("user_id", "prompt")  # what --columns may rename in a candidates line
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,7 +65,16 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--user", help="with --store: the user whose profile scores every line")
     score.add_argument("--input", required=True, help="candidates (JSON lines), - for stdin")
     score.add_argument("--out", required=True, help="scores (JSON lines), - for stdout")
-    for command in (adapt, score):
+    for command, fields in (
+        (adapt, "user_id, prompt, chosen, rejected"),
+        (score, "user_id, prompt"),
+    ):
+        command.add_argument(
+            "--columns",
+            help=f"the file's own names of our fields ({fields}) as JSON, e.g. "
+            '\'{"user_id": "annotator"}\'; replaces the names of the files the checkpoint '
+            "was trained on (the default); '{}': the standard names",
+        )
         command.add_argument("--ckpt", required=True, help="the trained checkpoint (.ckpt)")
         command.add_argument("--cache-dir", help="embedding cache to read and fill (optional)")
         command.add_argument("--device", default="auto", help="where the encoder runs")
@@ -80,38 +92,75 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-    try:
-        from ..use.inference import PersonalizedRewardModel
+    from ..use.inference import PersonalizedRewardModel
 
+    try:
         model = PersonalizedRewardModel.from_checkpoint(
             args.ckpt, device=args.device, cache_dir=args.cache_dir, progress=progress
         )
         (adapt_command if args.command == "adapt" else score_command)(model, args, progress)
-    except (ValueError, OSError, sqlite3.Error) as error:
+    except OSError as error:  # one naming no file: the encoder's (transformers names it)
+        if error.filename is not None or debug_mode():
+            raise  # cli/main.py names the file; --debug shows the traceback
         fail(str(error))
 
 
+def columns_of(model, args, fields: tuple[str, ...]) -> tuple[dict[str, str], str | None]:
+    """The file's names of ``fields`` and, where they are the checkpoint's, a note for errors:
+    ``--columns`` (JSON) where given, else the checkpoint's ``mrm_columns``."""
+    from ..data.sources.columns import check_columns
+    from ..data.sources.pairs import pairs_columns
+
+    if args.columns is None:
+        columns = {k: v for k, v in pairs_columns(model.columns).items() if k in fields}
+        named = ", ".join(f"{k} as {v!r}" for k, v in columns.items())
+        return columns, named and f"the checkpoint's files name {named}; --columns overrides"
+    try:
+        columns = json.loads(args.columns)
+    except json.JSONDecodeError as error:
+        fail(f"--columns: not valid JSON ({error.msg}): {args.columns}")
+    check_columns(columns, fields, "--columns")
+    return columns, None
+
+
+def with_note(error: ValueError, columns: dict[str, str], note: str | None) -> ValueError:
+    """``error`` with ``note`` added where it is about one of the checkpoint's columns."""
+    if note and any(repr(column) in str(error) for column in columns.values()):
+        return ValueError(f"{error} ({note})")
+    return error
+
+
 # ------------------------------------------------------------------ adapt
-def read_user_pairs(path: str) -> tuple[list[PreferenceRecord], LoadSummary]:
+def read_user_pairs(
+    path: str, columns: dict[str, str]
+) -> tuple[list[PreferenceRecord], LoadSummary]:
     """``read_pairs`` on a file or stdin, with its file:line: field errors."""
     from ..data.sources.pairs import read_pairs
 
     summary = LoadSummary(STDIN if path == "-" else path)
     if path != "-":
-        return read_pairs(path, summary), summary
+        return read_pairs(path, summary, columns), summary
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "stdin.jsonl"
         copy.write_text(sys.stdin.read(), encoding="utf-8")
         try:
-            return read_pairs(copy, summary), summary
+            return read_pairs(copy, summary, columns), summary
         except RecordError as error:
             raise RecordError(STDIN, error.line, error.field_name, error.problem) from None
 
 
 def adapt_command(model, args, progress: bool) -> None:
-    records, summary = read_user_pairs(args.pairs)
-    if summary.dropped and not args.quiet:
+    from ..data.sources.pairs import ADAPT_FIELDS
+
+    columns, note = columns_of(model, args, ADAPT_FIELDS)
+    try:
+        records, summary = read_user_pairs(args.pairs, columns)
+    except ValueError as error:
+        raise with_note(error, columns, note) from None
+    if (summary.dropped or summary.users_without_pairs()) and not args.quiet:
         print(summary, file=sys.stderr)
+    if not records:
+        raise ValueError(f"{summary.source}: no usable pair was read; {summary.reasons()}")
     by_user: dict[str, list[PreferenceRecord]] = {}
     for record in records:
         by_user.setdefault(record.user, []).append(record)
@@ -123,30 +172,28 @@ def adapt_command(model, args, progress: bool) -> None:
         raise ValueError(
             f"{summary.source} holds pairs of {len(by_user)} users: choose one with --user"
         )
-    profiles = model.adapt_many(by_user)
     if args.out is not None:
-        (profile,) = profiles.values()
+        (profile,) = model.adapt_many(by_user).values()
         with output(args.out) as handle:
             handle.write(profile.to_json() + "\n")
         return
     from ..use.profiles import ProfileStore
 
-    with ProfileStore(args.store, checkpoint=model.digest) as store, store.transaction():
-        for user, profile in profiles.items():
-            store.put(user, profile)
+    # opened before adapting: a store that cannot be used fails now, not after the encoder
+    with ProfileStore(args.store, checkpoint=model.digest) as store:
+        profiles = model.adapt_many(by_user)
+        with store.transaction():
+            for user, profile in profiles.items():
+                store.put(user, profile)
 
 
 # ------------------------------------------------------------------ score
 def score_command(model, args, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from ..data.sources.columns import named_as_in_file
+    from ..use.profiles import ProfileStore
 
-    from ..use.inference import ranking
-    from ..use.profiles import ProfileStore, UserProfile
-
-    fixed = None
-    if args.profile is not None:
-        fixed = UserProfile.from_json(Path(args.profile).read_text(encoding="utf-8"))
-        model.check_profile(fixed)
+    columns, note = columns_of(model, args, SCORE_FIELDS)
+    fixed = None if args.profile is None else read_profile(model, args.profile)
     store = ProfileStore(args.store, checkpoint=model.digest) if args.store else None
     found: dict[str, Any] = {}
 
@@ -161,10 +208,27 @@ def score_command(model, args, progress: bool) -> None:
             model.check_profile(found[user])
         return found[user]
 
+    try:
+        with named_as_in_file(columns):
+            score_lines(model, args, progress, columns, profile_of)
+    except ValueError as error:
+        raise with_note(error, columns, note) from None
+    finally:
+        if store is not None:
+            store.close()
+
+
+def score_lines(model, args, progress: bool, columns: dict[str, str], profile_of) -> None:
+    """Score each candidates line of ``--input`` into ``--out``."""
+    from tqdm.auto import tqdm
+
+    from ..use.inference import ranking
+
     name = STDIN if args.input == "-" else args.input
     with opened(args.input) as source, output(args.out) as sink:
         lines = tqdm(json_lines(source, name), unit="line", desc="scoring", disable=not progress)
         for chunk in chunks(lines, CHUNK):
+            chunk = [(line, renamed(row, columns)) for line, row in chunk]
             rows = [(line, row, candidate(row, name, line)) for line, row in chunk]
             items = [(h, p, r) for *_, (h, p, responses) in rows for r in responses]
             vectors = model.embed(items)
@@ -176,8 +240,32 @@ def score_command(model, args, progress: bool) -> None:
                 answer = {"id": row["id"]} if "id" in row else {}
                 answer |= {"scores": scores, "ranking": ranking(scores)}
                 sink.write(json.dumps(answer) + "\n")
-    if store is not None:
-        store.close()
+
+
+def read_profile(model, path: str):
+    """A profile made by ``mrm adapt``, checked against the model; errors name the file."""
+    from ..use.profiles import ProfileError, UserProfile
+
+    try:
+        profile = UserProfile.from_json(Path(path).read_text(encoding="utf-8"))
+        model.check_profile(profile)
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not a profile: not UTF-8 text") from None
+    except ProfileError as error:
+        raise ProfileError(f"{path}: {error}") from None
+    return profile
+
+
+def renamed(row: dict, columns: dict[str, str]) -> dict:
+    """A line with our field names (``columns``: field -> the file's name of it)."""
+    row = dict(row)
+    for field, column in columns.items():
+        if column != field:
+            value = row.pop(column, None)
+            row.pop(field, None)  # our name is not the file's: not this field
+            if value is not None:
+                row[field] = value
+    return row
 
 
 def candidate(row: dict, name: str, line: int) -> tuple[tuple, str, list[str]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from ..data.datamodule import EpisodicDataModule
+from .checkpoint_file import check_ckpt_path
 from .module import MetaRewardModel
 from .run_folder import DiscardFailedRun
 
@@ -79,6 +80,14 @@ class MRMCLI(LightningCLI):
             default=False,
             help="After fit, test the checkpoint selected on validation (the best one).",
         )
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # --ckpt_path FILE is checked before LightningCLI reads its hyper-parameters and the
+        # trainer loads it: an empty, cut-short or foreign file is one line naming it
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            check_ckpt_path(self.config[subcommand].get("ckpt_path"), subcommand)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):

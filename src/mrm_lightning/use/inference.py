@@ -14,10 +14,6 @@ None for a model trained on embeddings only).
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import io
-import pickle
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -29,6 +25,7 @@ from torch import Tensor
 
 from ..data.encoder import TextEncoder, TextInput
 from ..method.heads import combine
+from ..training.checkpoint_file import CheckpointError, model_settings, read_checkpoint
 from ..training.module import MetaRewardModel
 from .profiles import ProfileError, UserProfile
 
@@ -37,21 +34,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict, str]:
     """The checkpoint's contents and the sha256 of its bytes (read once, so the two agree).
 
     Through ``torch.load(weights_only=True)``: tensors and plain containers only; a file
-    holding any other object is refused, never unpickled."""
-    data = Path(path).read_bytes()
-    try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
-            f"{path}: refused: the checkpoint holds objects other than tensors and plain "
-            f"values, which are never unpickled ({first})"
-        ) from None
-    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(
-        checkpoint
-    ):
-        raise ValueError(f"{path}: not an mrm checkpoint (no state_dict or hyper_parameters)")
-    return checkpoint, hashlib.sha256(data).hexdigest()
+    holding any other object is refused, never unpickled. A file that is not an MRM checkpoint
+    raises :class:`~mrm_lightning.training.checkpoint_file.CheckpointError` naming it and
+    saying what is wrong (:func:`~mrm_lightning.training.checkpoint_file.read_checkpoint`)."""
+    return read_checkpoint(path)
 
 
 def _text_pair(pair: Any) -> tuple[tuple, str, str, str]:
@@ -84,6 +70,9 @@ class PersonalizedRewardModel:
         device: where the encoder runs (``auto``: CUDA if available).
         cache_dir: an embedding cache (the training cache works: same keys); None: no cache.
         progress: show the encoder's progress bar.
+        columns: the checkpoint's :func:`~mrm_lightning.data.sources.columns.columns_record`:
+            the training files' column names, which ``mrm adapt`` and ``mrm score`` read new
+            users' files with; None where training read no such files.
     """
 
     def __init__(
@@ -94,8 +83,10 @@ class PersonalizedRewardModel:
         device: str = "auto",
         cache_dir: str | None = None,
         progress: bool = False,
+        columns: dict | None = None,
     ) -> None:
         self.model, self.digest, self.encoder_info = model, digest, encoder
+        self.columns = columns
         self.device, self.cache_dir, self.progress = device, cache_dir, progress
         self._encoder: TextEncoder | None = None
 
@@ -109,19 +100,22 @@ class PersonalizedRewardModel:
     ) -> PersonalizedRewardModel:
         """Load ``path`` safely (weights only) and rebuild the model it was saved from."""
         checkpoint, digest = load_checkpoint(path)
-        hparams = dict(checkpoint["hyper_parameters"])
-        accepted = inspect.signature(MetaRewardModel).parameters
-        settings = {k: v for k, v in hparams.items() if not k.startswith("_")}
-        unknown = sorted(set(settings) - set(accepted))
-        if unknown:
-            raise ValueError(f"{path}: unknown model settings {unknown} (another version?)")
-        if "adaptation_lr_scales" in settings:
-            settings["adaptation_lr_scales"] = tuple(settings["adaptation_lr_scales"])
-        model = MetaRewardModel(**settings)
-        model.load_state_dict(checkpoint["state_dict"])
+        settings = model_settings(path, checkpoint)
+        try:
+            model = MetaRewardModel(**settings)
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(path, f"its model settings are refused: {error}") from None
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as error:  # missing, unexpected or mis-shaped weights
+            first = (str(error).strip().splitlines() or ["RuntimeError"])[0]
+            raise CheckpointError(
+                path, f"its weights do not fit the model its settings describe ({first})"
+            ) from None
         model.eval().requires_grad_(False)
         encoder = checkpoint.get("mrm_encoder")
-        return cls(model, digest, encoder, device, cache_dir, progress)
+        columns = checkpoint.get("mrm_columns")
+        return cls(model, digest, encoder, device, cache_dir, progress, columns)
 
     # ------------------------------------------------------------ what it is
     @property
@@ -223,7 +217,19 @@ class PersonalizedRewardModel:
 
     # ------------------------------------------------------------ adaptation
     def adapt(self, pairs: Any) -> UserProfile:
-        """One user's profile from their pairs (texts or embeddings; none gives the prior)."""
+        """One user's profile from their pairs (none gives the prior).
+
+        ``pairs`` is either a sequence of pairs of texts, each a mapping or an object with
+        these attributes (a :class:`~mrm_lightning.data.records.PreferenceRecord` works):
+
+        - ``prompt``, ``chosen``, ``rejected``: strings, required (the user preferred
+          ``chosen`` over ``rejected`` as the answer to ``prompt``);
+        - ``history``: optional, the earlier turns of the conversation as ``(role, content)``
+          pairs or ``{"role": ..., "content": ...}`` dicts, oldest first;
+        - any other key (``user_id``, ``split``, ``unit``) is ignored;
+
+        or a mapping of embeddings, ``{"chosen": Tensor[P, D], "rejected": Tensor[P, D]}``.
+        """
         return self.adapt_many({"": pairs})[""]
 
     def adapt_many(self, pairs_by_user: Mapping[str, Any]) -> dict[str, UserProfile]:

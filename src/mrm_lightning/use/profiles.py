@@ -29,6 +29,28 @@ class ProfileError(ValueError):
     """A profile that is malformed, or made by another checkpoint, encoder or scale."""
 
 
+class StoreError(ValueError):
+    """A profile store that cannot be used (not an SQLite file, another application's
+    database, locked, unwritable); the message names the store's file."""
+
+
+PROFILE_COLUMNS = ["user", "checkpoint", "profile"]
+
+
+@contextmanager
+def _store_errors(path: str) -> Iterator[None]:
+    """SQLite's errors as a :class:`StoreError` naming the store's file (SQLite's own messages,
+    such as ``file is not a database``, name none)."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        if getattr(error, "sqlite_errorname", "") == "SQLITE_NOTADB":
+            raise StoreError(
+                f"{path}: not a profile store: the file is not an SQLite database"
+            ) from None
+        raise StoreError(f"{path}: cannot use the profile store ({error})") from None
+
+
 @dataclass(frozen=True)
 class UserProfile:
     """A user's adapted weights over the K base reward functions, and their provenance.
@@ -128,30 +150,57 @@ class ProfileStore:
 
     def __init__(self, path: str | Path, checkpoint: str | None = None) -> None:
         self.path = str(path)
-        # autocommit mode: transactions are opened explicitly (see `transaction`)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS profiles (user TEXT PRIMARY KEY, "
-            "checkpoint TEXT NOT NULL, profile TEXT NOT NULL)"
-        )
         self._depth = 0
         self.checkpoint = checkpoint
-        if checkpoint is not None:
-            other = self._db.execute(
-                "SELECT checkpoint FROM profiles WHERE checkpoint != ? LIMIT 1", (checkpoint,)
-            ).fetchone()
+        with _store_errors(self.path):
+            # autocommit mode: transactions are opened explicitly (see `transaction`)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        try:
+            with _store_errors(self.path):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._check_tables()
+                other = None
+                if checkpoint is not None:
+                    other = self._db.execute(
+                        "SELECT checkpoint FROM profiles WHERE checkpoint != ? LIMIT 1",
+                        (checkpoint,),
+                    ).fetchone()
             if other is not None:
                 raise ProfileError(
                     f"{self.path}: the store holds profiles of checkpoint {other[0]}, "
                     f"the model is checkpoint {checkpoint}"
                 )
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _check_tables(self) -> None:
+        """Make the profiles table in a new database; refuse another application's."""
+        tables = [
+            row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        if tables and "profiles" not in tables:
+            raise StoreError(
+                f"{self.path}: not a profile store: an SQLite database without a profiles "
+                f"table (it has {', '.join(tables[:5])}); mrm adapt --store makes a store"
+            )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS profiles (user TEXT PRIMARY KEY, "
+            "checkpoint TEXT NOT NULL, profile TEXT NOT NULL)"
+        )
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(profiles)")]
+        if columns != PROFILE_COLUMNS:
+            raise StoreError(
+                f"{self.path}: not a profile store: its profiles table has the columns "
+                f"{', '.join(columns)}, a store's are {', '.join(PROFILE_COLUMNS)}"
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[ProfileStore]:
         """Group writes: all of them land, or none (nested calls join the outer one)."""
         if self._depth == 0:
-            self._db.execute("BEGIN IMMEDIATE")
+            with _store_errors(self.path):  # another writer holding it past the timeout
+                self._db.execute("BEGIN IMMEDIATE")
         self._depth += 1
         try:
             yield self
@@ -162,7 +211,8 @@ class ProfileStore:
             raise
         self._depth -= 1
         if self._depth == 0:
-            self._db.execute("COMMIT")
+            with _store_errors(self.path):
+                self._db.execute("COMMIT")
 
     def put(self, user: str, profile: UserProfile) -> None:
         """Add or replace ``user``'s profile."""
@@ -172,7 +222,7 @@ class ProfileStore:
                 f"profile of {user!r} was made by checkpoint {profile.checkpoint}, "
                 f"the store is for checkpoint {self.checkpoint}"
             )
-        with self.transaction():
+        with self.transaction(), _store_errors(self.path):
             other = self._db.execute(
                 "SELECT checkpoint FROM profiles WHERE checkpoint != ? LIMIT 1",
                 (profile.checkpoint,),
@@ -191,9 +241,10 @@ class ProfileStore:
 
     def get(self, user: str) -> UserProfile | None:
         """``user``'s profile, or None if the store has none."""
-        row = self._db.execute(
-            "SELECT checkpoint, profile FROM profiles WHERE user = ?", (user,)
-        ).fetchone()
+        with _store_errors(self.path):
+            row = self._db.execute(
+                "SELECT checkpoint, profile FROM profiles WHERE user = ?", (user,)
+            ).fetchone()
         if row is None:
             return None
         if self.checkpoint is not None and row[0] != self.checkpoint:
@@ -208,7 +259,8 @@ class ProfileStore:
 
     def users(self) -> list[str]:
         """Every user with a profile, sorted."""
-        return [row[0] for row in self._db.execute("SELECT user FROM profiles ORDER BY user")]
+        with _store_errors(self.path):
+            return [row[0] for row in self._db.execute("SELECT user FROM profiles ORDER BY user")]
 
     def close(self) -> None:
         self._db.close()

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -221,12 +220,9 @@ def serve(
 ) -> None:
     """Check that the encoder and the store open (fail now, not on the first request), then
     serve until interrupted."""
-    try:
-        if model.encoder_info is not None:
-            model.encoder().load()
-        ProfileStore(store_path, checkpoint=model.digest).close()
-    except sqlite3.Error as error:
-        raise ValueError(f"{store_path}: {error}") from error
+    if model.encoder_info is not None:
+        model.encoder().load()
+    ProfileStore(store_path, checkpoint=model.digest).close()  # its errors name the file
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
