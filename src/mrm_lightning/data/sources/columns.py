@@ -154,3 +154,19 @@ def optional_str(
     if value is not None and not isinstance(value, str):
         raise RecordError(path, line, key, f"expected str, got {type(value).__name__}")
     return value if value and value.strip() else None
+
+
+def columns_record(source: object) -> dict | None:
+    """What a checkpoint keeps of its data source's column names (plain types), so that
+    ``mrm adapt`` / ``mrm score`` read a new user's file as training read its files:
+    ``{"source": class name, "columns": {field: column}}`` (``{}``: the standard names); None
+    for a source without a ``columns`` setting (synthetic users, TL;DR, PRISM). Written by
+    ``MetaRewardModel.on_save_checkpoint`` under ``mrm_columns``; read back by
+    :func:`.pairs.pairs_columns`."""
+    if not hasattr(source, "columns"):
+        return None
+    columns = source.columns or {}
+    return {
+        "source": type(source).__name__,
+        "columns": {str(k): str(v) for k, v in columns.items()},
+    }
