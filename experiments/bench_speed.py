@@ -17,10 +17,10 @@ run, since these machines are noisy):
      this is a lower bound on the reference's cost.
    The three give the same meta-gradient (checked on the first batch before timing). The data
    path is timed per batch and charged to the engines that read it: "end-to-end" = data +
-   step. The framework's batches carry each pair's chosen-minus-rejected embedding (linear
-   base functions, as ``Trainer.fit`` gives them: ``MetaRewardModel.reads_pair_differences``);
-   the loops', the chosen and the rejected embeddings, as the reference code reads them. Both
-   loaders give the same episodes.
+   step. The framework's batches carry each real pair's chosen-minus-rejected embedding, packed
+   (a ``PairBatch``; linear base functions, as ``Trainer.fit`` gives them:
+   ``MetaRewardModel.reads_pair_differences``); the loops', the chosen and the rejected
+   embeddings padded, as the reference code reads them. Both loaders give the same episodes.
 2. Seconds per epoch of the framework as ``mrm fit`` runs it (a ``Trainer``, no logger, no
    validation, from the epoch-start to the epoch-end hook), against a lower bound measured in
    the same run: copy every embedding row the epoch touches once, as stored (``index_select``
@@ -81,6 +81,7 @@ from lightning.pytorch import Callback, Trainer
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from mrm_lightning.data.batch import PairBatch
 from mrm_lightning.data.datamodule import EpisodicDataModule
 from mrm_lightning.data.episodes import MetaTrainBatches
 from mrm_lightning.data.preferences import (
@@ -94,10 +95,10 @@ from mrm_lightning.data.sources.synthetic import SyntheticPopulation
 from mrm_lightning.data.splits import TEST, VAL
 from mrm_lightning.method.heads import combine
 from mrm_lightning.method.losses import bradley_terry_loss
-from mrm_lightning.method.maml import ADAM_BETAS, ADAM_EPS, adapt_per_user
+from mrm_lightning.method.maml import ADAM_BETAS, ADAM_EPS, adapt_per_user, pair_margins
 from mrm_lightning.training.module import MetaRewardModel
 
-Batch = dict[str, Tensor]
+Batch = dict[str, Tensor] | PairBatch  # padded (the loops) or packed (the framework)
 T = TypeVar("T")
 Engine = Callable[[MetaRewardModel, Batch], None]  # fills .grad of the model's parameters
 GRAD_CLIP = 1.0  # the reference clips the meta-gradient norm at 1 (configs do the same)
@@ -233,7 +234,8 @@ def per_user_backward(model: MetaRewardModel, batch: Batch) -> None:
         first_order=hp.first_order,
         combination=hp.combination,
     )
-    margins = model.query_margins(weights, batch)  # [B, Q]
+    query = phi(batch["query_chosen"]), phi(batch["query_rejected"])  # [B, Q, K] each
+    margins = pair_margins(weights, *query, hp.combination)  # [B, Q]
     bradley_terry_loss(margins, batch["query_mask"]).mean().backward()
 
 
@@ -365,7 +367,7 @@ def bench_meta_training(
             for path in list(streams)[i % 2 :] + list(streams)[: i % 2]:  # rotating order
                 seconds, got[path] = timed(device, next_on_device, streams[path], device)
                 total[path] += seconds
-            batch = got["data"]
+            batch = got["data_pairs"]  # padded: its masks show the padding too
             if repeat == 0:
                 users += batch["user"].tolist()
                 for part in ("support", "query"):

@@ -1,7 +1,7 @@
 """Episodic user tasks: support / query sampling and the datasets that yield batches.
 
 Each meta-training user's episode (support and query pairs, split by unit) depends only on
-(seed, epoch, user); the batches' layout, packed or padded, is described in
+(seed, epoch, user); the batches' layouts, padded or packed, are described in
 :mod:`mrm_lightning.data.gathering`, which builds them from the embedding table.
 """
 
@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
+from .batch import PairBatch
 from .buffers import ReusableBuffers
-from .gathering import collate_pairs, gather_episode_differences, gather_pairs
+from .gathering import collate_pairs, gather_episode, gather_pairs
 from .preferences import PreferenceData
 from .sampling import Size, hash_keys, resolve_sizes, split_by_units
 
@@ -59,9 +60,10 @@ class MetaTrainBatches(IterableDataset):
     epoch starts after its first ``batches`` meta-batches, which the run that saved the
     checkpoint had already trained on (the data module reads it from the checkpoint).
 
-    ``differences``: batches carry ``pair_difference`` (chosen minus rejected, support then
-    query pairs, packed) and ``query_owner`` instead of the chosen and rejected embeddings
-    (:func:`gather_episode_differences`): for linear base functions only.
+    ``differences``: each batch is a :class:`~mrm_lightning.data.batch.PairBatch` of the real
+    pairs' chosen-minus-rejected embeddings, packed (:func:`gather_episode`), the layout MRM
+    reads, instead of a padded dict of chosen and rejected embeddings: for linear base
+    functions only.
     """
 
     def __init__(
@@ -169,7 +171,7 @@ class MetaTrainBatches(IterableDataset):
         support, support_mask, query, query_mask = self.episodes(torch.tensor([user]), epoch)
         return support[support_mask], query[query_mask]
 
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, Tensor] | PairBatch]:
         epoch = self.epoch()
         order = self.users[torch.randperm(len(self.users), generator=_seeded(self.seed, epoch))]
         width = self.users_per_batch * self.world_size
@@ -185,10 +187,7 @@ class MetaTrainBatches(IterableDataset):
         episodes = self.episodes_by_batch(mine, epoch, self.users_per_batch)
         for users, episode in zip(mine.split(self.users_per_batch), episodes, strict=True):
             if self.differences:
-                yield {
-                    **gather_episode_differences(self.data, episode, self.buffers),
-                    "user": users,
-                }
+                yield gather_episode(self.data, episode, users, self.buffers)
                 continue
             support, support_mask, query, query_mask = episode
             yield {

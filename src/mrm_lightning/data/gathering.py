@@ -1,19 +1,16 @@
-"""Batches from the embedding table: gathering pairs' embeddings, packed or padded.
+"""Batches from the embedding table: gathering pairs' embeddings, padded or packed.
 
-A batch is a dict of padded tensors for B users (P = the most pairs any of them has):
+A padded batch is a dict of tensors for B users (P = the most pairs any of them has):
     support_chosen, support_rejected  [B, S, D]   support_mask  [B, S]
     query_chosen,   query_rejected    [B, Q, D]   query_mask    [B, Q]
     query_oracle_margin [B, Q] (when the true rewards are known), user [B], is_seen [B]
-Users keep their own numbers of pairs; masks, not truncation, make them fit one tensor.
-Meta-batches for linear base functions carry each real pair's chosen-minus-rejected embedding
-instead, packed: ``pair_difference [M_s + M_q, D]``, the support pairs then the query pairs,
-each part the pairs where its mask is True in the mask's row-major order, and
-``query_owner [M_q]``, each query pair's row in the batch
-(:class:`mrm_lightning.data.episodes.MetaTrainBatches` with ``differences``; :func:`split_packed`
-takes the two parts apart, :func:`unpack_pairs` spreads values back to ``[B, P, ...]``). The
-step then reads less than half the bytes (no rejected rows and no padding), and computes the
-base rewards of both parts with one product. (:func:`gather_pairs` with ``differences`` gives
-one part alone, as ``{prefix}_difference``.)
+Users keep their own numbers of pairs; masks, not truncation, make them fit one tensor. The
+peers read these, and MRM packs them (:func:`mrm_lightning.data.batch.pack_padded`).
+Meta-batches for linear base functions are gathered straight into MRM's packed layout
+(:class:`mrm_lightning.data.batch.PairBatch`, :func:`gather_episode`): each real pair's
+chosen-minus-rejected embedding, support pairs then query pairs, so the step reads less than
+half the bytes (no rejected rows and no padding) and computes both parts' base rewards with
+one product.
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
+from .batch import PairBatch
 from .buffers import ReusableBuffers
 from .preferences import CompactEmbeddings, PreferenceData
 
@@ -82,80 +80,49 @@ def gather_differences(
     return out
 
 
-def split_packed(values: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """``[M_s + M_q, ...]`` values of a batch's packed pairs (``pair_difference``'s rows, see
-    the module doc) -> its support part ``[M_s, ...]`` and its query part ``[M_q, ...]``. The
-    sizes are read from shapes (``query_owner``), never from the masks' values: no host
-    synchronisation on a GPU."""
-    queries = len(batch["query_owner"])
-    return values.split([len(values) - queries, queries])
-
-
-def unpack_pairs(values: Tensor, mask: Tensor) -> Tensor:
-    """``[M, ...]`` values of the real pairs of a ``[B, P]`` mask, in its row-major order ->
-    ``[B, P, ...]`` with zeros at the padding (differentiable)."""
-    if len(values) == mask.numel():  # no padding (e.g. fixed-size supports): a reshape
-        return values.reshape(*mask.shape, *values.shape[1:])
-    out = values.new_zeros(*mask.shape, *values.shape[1:])
-    return out.masked_scatter(mask.view(*mask.shape, *[1] * (values.dim() - 1)), values)
-
-
 def gather_pairs(
     data: PreferenceData,
     index: Tensor,
     mask: Tensor,
     prefix: str,
     buffers: ReusableBuffers | None = None,
-    differences: bool = False,
 ) -> dict:
-    """Embeddings of ``[B, P]`` padded pair indices as ``[B, P, D]`` tensors, plus the mask:
-    ``{prefix}_chosen`` and ``{prefix}_rejected``, or with ``differences`` the real pairs'
-    chosen-minus-rejected embeddings ``{prefix}_difference`` ``[M, D]`` (see the module doc)."""
+    """Embeddings of ``[B, P]`` padded pair indices as ``[B, P, D]`` tensors
+    ``{prefix}_chosen`` and ``{prefix}_rejected``, plus the mask, and for query pairs their true
+    margins where the data knows them (the oracle's accuracy; nothing reads support ones)."""
     flat, shape = index.reshape(-1), (*index.shape, data.embedding_dim)
-    if differences:  # the real pairs only, packed: no row is read or computed for padding
-        real = flat[mask.reshape(-1)]  # [M]
-        batch = {
-            f"{prefix}_difference": gather_differences(
-                data.embeddings, data.chosen[real], data.rejected[real], buffers
-            )
-        }
-    else:
-        batch = {
-            f"{prefix}_{side}": gather_rows(data.embeddings, rows[flat], buffers).view(shape)
-            for side, rows in (("chosen", data.chosen), ("rejected", data.rejected))
-        }
+    batch = {
+        f"{prefix}_{side}": gather_rows(data.embeddings, rows[flat], buffers).view(shape)
+        for side, rows in (("chosen", data.chosen), ("rejected", data.rejected))
+    }
     batch[f"{prefix}_mask"] = mask
-    if data.oracle_margin is not None:
-        batch[f"{prefix}_oracle_margin"] = data.oracle_margin[index]
+    if data.oracle_margin is not None and prefix == "query":
+        batch["query_oracle_margin"] = data.oracle_margin[index]
     return batch
 
 
-def gather_episode_differences(
+def gather_episode(
     data: PreferenceData,
     episode: tuple[Tensor, Tensor, Tensor, Tensor],
+    users: Tensor,
     buffers: ReusableBuffers | None = None,
-) -> dict[str, Tensor]:
-    """An episode's support and query pairs (``[B, S]`` pairs and mask, ``[B, Q]`` pairs and
-    mask) as one packed meta-batch (see the module doc): one gather writes both parts'
-    differences, ``pair_difference`` (one pass over the rows instead of two, each with its own
-    set-up), which the step reads with one product; ``query_owner`` gives each query pair's
-    row, so that the query loss is taken on the packed pairs. One tensor, not two views of
-    it: a batch moved to a GPU tensor by tensor would copy each view on its own."""
+) -> PairBatch:
+    """The episodes of ``[B]`` users (``[B, S]`` support pairs and mask, ``[B, Q]`` query pairs
+    and mask) as one packed meta-batch of pair differences (see the module doc): one gather
+    writes both parts (one pass over the rows instead of two, each with its own set-up). One
+    tensor, not two views of it: a batch moved to a GPU tensor by tensor would copy each view
+    on its own. Training reads no true margins, so none are gathered."""
     support, support_mask, query, query_mask = episode
     owner, place = query_mask.nonzero(as_tuple=True)  # [M_q] each, row-major order
     real = torch.cat([support[support_mask], query[owner, place]])  # [M_s + M_q] pair rows
-    batch = {
-        "pair_difference": gather_differences(
-            data.embeddings, data.chosen[real], data.rejected[real], buffers
-        ),
-        "support_mask": support_mask,
-        "query_mask": query_mask,
-        "query_owner": owner,
-    }
-    if data.oracle_margin is not None:
-        batch["support_oracle_margin"] = data.oracle_margin[support]
-        batch["query_oracle_margin"] = data.oracle_margin[query]
-    return batch
+    return PairBatch(
+        chosen=gather_differences(data.embeddings, data.chosen[real], data.rejected[real], buffers),
+        rejected=None,
+        support_mask=support_mask,
+        query_mask=query_mask,
+        query_owner=owner,
+        user=users,
+    )
 
 
 def collate_pairs(

@@ -2,8 +2,9 @@
 
 A mixin of :class:`.module.MetaRewardModel` (its only user), kept apart so that the module file
 holds the method and this one how it is scored. It reads the module's ``hparams``
-(``adaptation_lr_scales``, ``warm_start_alpha``, ``combination``), its ``adapt_users`` /
-``base_pairs`` / ``query_margins``, its metrics (``evaluation_metrics``) and its buffers: it WRITES
+(``adaptation_lr_scales``, ``warm_start_alpha``, ``combination``), its ``packed`` /
+``base_pairs`` / ``adapt_users`` / ``query_margins`` (the training step's path, on the same packed
+batches), its metrics (``evaluation_metrics``) and its buffers: it WRITES
 ``selected_lr_scale``, ``selection_accuracy``, ``selected_warm_start`` and
 ``warm_start_comparisons`` at every validation, so the checkpoint saved then carries the choice, and
 the test (and scoring) reads them.
@@ -12,12 +13,14 @@ the test (and scoring) reads them.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from ..method.losses import bradley_terry_loss
-from ..method.maml import pair_margins
+from ..data.batch import PairBatch
+from ..method.losses import packed_bradley_terry_loss
+from ..method.maml import packed_pair_margins
 from ..method.metrics import UserAccuracy
 from ..method.selection import clearly_better, family_margin, select_adaptation
 
@@ -53,12 +56,16 @@ def evaluation_metrics(num_scales: int) -> tuple[nn.ModuleDict, nn.ModuleDict]:
     return test, val
 
 
+def update_group(metric: UserAccuracy, margins: Tensor, batch: PairBatch, rows: Tensor) -> None:
+    """``metric`` of the users in ``rows`` ``[B]`` from the batch's packed query margins
+    ``[M_q]``: the other users count no pairs here, and a user with none is skipped."""
+    metric.update(margins, batch.query_mask & rows.unsqueeze(-1), batch.query_owner)
+
+
 class AdaptiveEvaluation:
     """Validation and test steps of MetaRewardModel (see the module docstring)."""
 
-    def _adapt_for_evaluation(
-        self, batch: dict[str, Tensor], lr_scale: float, support: tuple[Tensor, Tensor]
-    ) -> Tensor:
+    def _adapt_for_evaluation(self, batch: PairBatch, lr_scale: float, support: Tensor) -> Tensor:
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "MRM adapts users during evaluation, which needs gradients: "
@@ -68,8 +75,8 @@ class AdaptiveEvaluation:
             weights = self.adapt_users(batch, first_order=True, lr_scale=lr_scale, support=support)
         return weights.detach()
 
-    def _groups(self, batch: dict[str, Tensor], stage: str):
-        is_seen = batch["is_seen"]
+    def _groups(self, batch: PairBatch, stage: str):
+        is_seen = batch.is_seen
         rows = {"seen": is_seen, "unseen": ~is_seen, "all": torch.ones_like(is_seen)}
         return [(group, rows[group]) for group in self.stage_groups(stage)]
 
@@ -77,27 +84,29 @@ class AdaptiveEvaluation:
         """Groups scored at ``stage``: validation users are one group (``val/...``)."""
         return ("all",) if stage == "val" and self.validates_on_held_out_users else GROUPS
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: PairBatch | dict[str, Tensor], batch_idx: int) -> None:
         """Score every candidate adaptation strength; the best is chosen at the epoch's end."""
-        mask, oracle = batch["query_mask"], batch.get("query_oracle_margin")
+        batch = self.packed(batch)
+        owner, pairs = batch.query_owner, batch.query_mask.sum(-1)
         with torch.no_grad():  # the base functions once; each candidate is K-dimensional work
-            support, query = self.base_pairs(batch, "support"), self.base_pairs(batch, "query")
-            margins_w0 = self.query_margins(self.w0.expand(len(mask), -1), batch, query)
-        candidates = []
+            support, query = self.base_pairs(batch)
+            margins_w0 = self.query_margins(self.w0.expand(batch.users, -1), batch, query)
+        candidates = []  # [M_q] margins each
         for scale in self.hparams.adaptation_lr_scales:
             weights = self._adapt_for_evaluation(batch, scale, support)
             with torch.no_grad():
                 candidates.append(self.query_margins(weights, batch, query))
         if self.has_warm_start:
             candidates.append(self.warm_start_margins(batch))
+        losses = [packed_bradley_terry_loss(margins, owner, pairs) for margins in candidates]
         for group, rows in self._groups(batch, "val"):
             metrics = self.val_metrics[group]
             for index, margins in enumerate(candidates):
-                metrics[f"user_acc_{index}"].update(margins[rows], mask[rows])
-                metrics[f"bt_loss_{index}"].update(bradley_terry_loss(margins, mask)[rows])
-            metrics["user_acc_w0"].update(margins_w0[rows], mask[rows])
-            if oracle is not None:
-                metrics["oracle_acc"].update(oracle[rows], mask[rows])
+                update_group(metrics[f"user_acc_{index}"], margins, batch, rows)
+                metrics[f"bt_loss_{index}"].update(losses[index][rows])
+            update_group(metrics["user_acc_w0"], margins_w0, batch, rows)
+            if batch.query_oracle_margin is not None:
+                update_group(metrics["oracle_acc"], batch.query_oracle_margin, batch, rows)
 
     def on_validation_epoch_end(self) -> None:
         """Pick the adaptation strength on validation users, log the picked one's metrics, and
@@ -156,28 +165,27 @@ class AdaptiveEvaluation:
             for metric in metrics.values():
                 metric.reset()
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: PairBatch | dict[str, Tensor], batch_idx: int) -> None:
         """Adapt with the strength chosen on validation; score seen and unseen users."""
+        batch = self.packed(batch)
         if self.selected_warm_start:  # validation chose the global model: no adaptation
             margins = margins_w0 = self.warm_start_margins(batch)
         else:
             with torch.no_grad():
-                support = self.base_pairs(batch, "support")
-                query = self.base_pairs(batch, "query")
+                support, query = self.base_pairs(batch)
             weights = self._adapt_for_evaluation(batch, float(self.selected_lr_scale), support)
             with torch.no_grad():
                 margins = self.query_margins(weights, batch, query)
                 margins_w0 = self.query_margins(self.w0.expand_as(weights), batch, query)
-        mask = batch["query_mask"]
-        losses = bradley_terry_loss(margins, mask)
-        oracle = batch.get("query_oracle_margin")
+        losses = packed_bradley_terry_loss(margins, batch.query_owner, batch.query_mask.sum(-1))
+        oracle = batch.query_oracle_margin
         for group, rows in self._groups(batch, "test"):
             metrics = self.test_metrics[group]
-            metrics["user_acc"].update(margins[rows], mask[rows])
-            metrics["user_acc_w0"].update(margins_w0[rows], mask[rows])
+            update_group(metrics["user_acc"], margins, batch, rows)
+            update_group(metrics["user_acc_w0"], margins_w0, batch, rows)
             metrics["bt_loss"].update(losses[rows])
             if oracle is not None:
-                metrics["oracle_acc"].update(oracle[rows], mask[rows])
+                update_group(metrics["oracle_acc"], oracle, batch, rows)
             prefix = metric_prefix("test", group)
             for name, metric in metrics.items():
                 if name != "oracle_acc" or oracle is not None:
@@ -203,13 +211,12 @@ class AdaptiveEvaluation:
             self._histograms(prefix, adapted, before)
 
     @torch.no_grad()
-    def warm_start_margins(self, batch: dict[str, Tensor]) -> Tensor:
-        """``[B, Q]`` query margins of the warm start: the global model, before meta-training."""
-        scale = self.base_rewards.scale
-        chosen = torch.nn.functional.linear(batch["query_chosen"] * scale, self.warm_weight)
-        rejected = torch.nn.functional.linear(batch["query_rejected"] * scale, self.warm_weight)
-        w0 = self.warm_w0.expand(len(chosen), -1)
-        return pair_margins(w0, chosen, rejected, self.hparams.combination)
+    def warm_start_margins(self, batch: PairBatch) -> Tensor:
+        """``[M_q]`` query margins of the warm start: the global model, before meta-training."""
+        weight = self.warm_weight * self.base_rewards.scale  # [K, D]: scaled once, not the batch
+        _, query = batch.split(batch.pair_rewards(lambda x: F.linear(x, weight)))
+        w0 = self.warm_w0.expand(batch.users, -1)
+        return packed_pair_margins(w0, query, batch.query_owner, self.hparams.combination)
 
     def _histograms(self, prefix: str, adapted: Tensor, before: Tensor) -> None:
         """Per-user accuracy and adaptation gain (gathered over processes) to TensorBoard."""

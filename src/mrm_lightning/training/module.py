@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
@@ -12,11 +12,12 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.utils.parametrize import register_parametrization
 
+from ..data.batch import PairBatch, pack_padded, unpack_pairs
+from ..data.buffers import ReusableBuffers
 from ..data.encoder import encoder_record
-from ..data.gathering import split_packed, unpack_pairs
 from ..method.heads import BaseRewardFunctions, Combination
-from ..method.losses import bradley_terry_loss, packed_bradley_terry_loss
-from ..method.maml import InnerOptimizer, adapt, packed_pair_margins, pair_margins
+from ..method.losses import packed_bradley_terry_loss
+from ..method.maml import InnerOptimizer, adapt, packed_pair_margins
 from ..method.metrics import UserAccuracy
 from ..method.posterior import posterior_weights
 from ..method.schedule import warmup_cosine
@@ -136,6 +137,8 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         #: per group, every test user's (adapted, w0) accuracy, kept for the end-of-run report
         self.test_user_accuracy: dict[str, tuple[Tensor, Tensor]] = {}
         self.train_accuracy = UserAccuracy()
+        #: memory that :meth:`packed` packs padded batches into, lent again once released
+        self.packing_buffers = ReusableBuffers()
         self.test_metrics, self.val_metrics = evaluation_metrics(len(adaptation_lr_scales))
         # the adaptation strength chosen on validation, saved in every checkpoint
         self.register_buffer("selected_lr_scale", torch.tensor(1.0))
@@ -180,60 +183,59 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         initialize_from_data(self, datamodule)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Record how texts were encoded, under ``mrm_encoder``, and the data files' column
-        names, under ``mrm_columns``: read back by :mod:`mrm_lightning.use.inference` to encode
-        new texts the same way and read new users' files with the same columns (None: a source
-        of embeddings only, such as the synthetic population; a source without columns)."""
-        from ..data.sources.columns import columns_record
-
+        """Record how texts were encoded, under ``mrm_encoder``: read back by
+        :mod:`mrm_lightning.use.inference` to encode new texts the same way (None: a source of
+        embeddings only, such as the synthetic population)."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        source = getattr(datamodule, "source", None)
-        encoder = getattr(source, "encoder", None)
+        encoder = getattr(getattr(datamodule, "source", None), "encoder", None)
         checkpoint["mrm_encoder"] = None if encoder is None else encoder_record(encoder)
-        checkpoint["mrm_columns"] = columns_record(source)
 
     # -------------------------------------------------------------- the method
     @property
     def reads_pair_differences(self) -> bool:
-        """Whether meta-training batches may carry each pair's chosen-minus-rejected embedding
-        instead of both (read by ``EpisodicDataModule.train_dataloader``): exact for linear
-        base functions, whose rewards of a difference are the difference of rewards, and half
-        the bytes for the step to read."""
+        """Whether the model's batches carry each pair's chosen-minus-rejected embedding instead
+        of both (:class:`~mrm_lightning.data.batch.PairBatch`; read by
+        ``EpisodicDataModule.train_dataloader`` and :meth:`packed`): exact for linear base
+        functions, whose rewards of a difference are the difference of rewards, and half the
+        bytes for the step to read."""
         return isinstance(self.base_rewards.net, nn.Linear)
 
-    def base_pairs(self, batch: dict[str, Tensor], prefix: str) -> tuple[Tensor, Tensor | None]:
-        """Base rewards ``[B, P, K]`` of the chosen and rejected responses of ``prefix`` pairs;
-        of their differences and None where the batch carries them (``pair_difference``, the
-        real pairs packed; zeros at the padding)."""
-        if "pair_difference" in batch:  # support and query pairs
-            parts = split_packed(self.base_rewards(batch["pair_difference"]), batch)
-            return unpack_pairs(parts[prefix == "query"], batch[f"{prefix}_mask"]), None
-        return (
-            self.base_rewards(batch[f"{prefix}_chosen"]),
-            self.base_rewards(batch[f"{prefix}_rejected"]),
-        )
+    def packed(self, batch: PairBatch | Mapping[str, Tensor]) -> PairBatch:
+        """The batch in the one layout the model reads. Meta-training batches for linear base
+        functions come packed from the data module; padded ones (evaluation, other base
+        functions, callers outside a Trainer) are packed here."""
+        if isinstance(batch, PairBatch):
+            return batch
+        return pack_padded(batch, self.reads_pair_differences, self.packing_buffers)
+
+    def base_pairs(self, batch: PairBatch) -> tuple[Tensor, Tensor]:
+        """Base rewards of chosen minus rejected, ``[M_s, K]`` for the support pairs and
+        ``[M_q, K]`` for the query pairs, from one product over the batch's pairs."""
+        return batch.split(batch.pair_rewards(self.base_rewards))
 
     def adapt_users(
         self,
-        batch: dict[str, Tensor],
+        batch: PairBatch | Mapping[str, Tensor],
         *,
         first_order: bool | None = None,
         lr_scale: float = 1.0,
-        support: tuple[Tensor, Tensor | None] | None = None,
+        support: Tensor | None = None,
     ) -> Tensor:
         """Adapted weights ``[B, K]`` of the batch's users from their support pairs, with the
         inner learning rate times ``lr_scale`` (0: no adaptation); ``support`` may give the
-        support pairs' base rewards already computed."""
-        hp = self.hparams
+        support pairs' base rewards ``[M_s, K]`` already computed (:meth:`base_pairs`)."""
+        hp, batch = self.hparams, self.packed(batch)
         if support is None:
-            support = self.base_pairs(batch, "support")
+            support, _ = self.base_pairs(batch)
+        mask = batch.support_mask
+        support = unpack_pairs(support, mask)  # [B, S, K], zeros at the padding
         if hp.adaptation == "posterior" and hp.inner_steps:
-            temperature = hp.inner_lr * lr_scale
-            return posterior_weights(self.w0, *support, batch["support_mask"], temperature)
+            return posterior_weights(self.w0, support, None, mask, hp.inner_lr * lr_scale)
         return adapt(
             self.w0,
-            *support,
-            batch["support_mask"],
+            support,
+            None,
+            mask,
             steps=hp.inner_steps,
             lr=hp.inner_lr * lr_scale,
             optimizer=hp.inner_optimizer,
@@ -243,31 +245,22 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         )
 
     def query_margins(
-        self,
-        weights: Tensor,
-        batch: dict[str, Tensor],
-        query: tuple[Tensor, Tensor | None] | None = None,
+        self, weights: Tensor, batch: PairBatch, query: Tensor | None = None
     ) -> Tensor:
-        """``[B, Q]`` reward margins of the query pairs under per-user ``weights``."""
-        chosen, rejected = self.base_pairs(batch, "query") if query is None else query
-        return pair_margins(weights, chosen, rejected, self.hparams.combination)
+        """``[M_q]`` reward margins of the query pairs under per-user ``weights`` ``[B, K]``;
+        ``query`` may give their base rewards ``[M_q, K]`` already computed."""
+        if query is None:
+            _, query = self.base_pairs(batch)
+        return packed_pair_margins(weights, query, batch.query_owner, self.hparams.combination)
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        mask = batch["query_mask"]
-        packed = batch.get("pair_difference")  # [M_s + M_q, D], gathering.py's module doc
-        if packed is None:
-            weights = self.adapt_users(batch)
-            margins = self.query_margins(weights, batch)  # [B, Q]
-            losses = bradley_terry_loss(margins, mask)  # [B], one per user
-            self.train_accuracy.update(margins, mask)
-        else:  # one product for both parts; the query loss on the packed pairs, no padding
-            support, query = split_packed(self.base_rewards(packed), batch)  # [M, K]
-            support_pairs = unpack_pairs(support, batch["support_mask"]), None
-            weights = self.adapt_users(batch, support=support_pairs)
-            owner, pairs = batch["query_owner"], mask.sum(-1)
-            margins = packed_pair_margins(weights, query, owner, self.hparams.combination)
-            losses = packed_bradley_terry_loss(margins, owner, pairs)  # [B]
-            self.train_accuracy.update(margins, mask, owner)
+    def training_step(self, batch: PairBatch | Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        batch = self.packed(batch)
+        support, query = self.base_pairs(batch)  # one product for both parts
+        weights = self.adapt_users(batch, support=support)
+        margins = self.query_margins(weights, batch, query)  # [M_q], no padding
+        owner, mask = batch.query_owner, batch.query_mask
+        losses = packed_bradley_terry_loss(margins, owner, mask.sum(-1))  # [B], one per user
+        self.train_accuracy.update(margins, mask, owner)
         reducer = self.task_loss_reducer
         objective = losses.mean() if reducer is None else reducer(losses)
         batch_size = len(losses)
