@@ -183,12 +183,17 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         initialize_from_data(self, datamodule)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Record how texts were encoded, under ``mrm_encoder``: read back by
-        :mod:`mrm_lightning.use.inference` to encode new texts the same way (None: a source of
-        embeddings only, such as the synthetic population)."""
+        """Record how texts were encoded, under ``mrm_encoder``, and the data files' column
+        names, under ``mrm_columns``: read back by :mod:`mrm_lightning.use.inference` to encode
+        new texts the same way and read new users' files with the same columns (None: a source
+        of embeddings only, such as the synthetic population; a source without columns)."""
+        from ..data.sources.columns import columns_record
+
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        encoder = getattr(getattr(datamodule, "source", None), "encoder", None)
+        source = getattr(datamodule, "source", None)
+        encoder = getattr(source, "encoder", None)
         checkpoint["mrm_encoder"] = None if encoder is None else encoder_record(encoder)
+        checkpoint["mrm_columns"] = columns_record(source)
 
     # -------------------------------------------------------------- the method
     @property
