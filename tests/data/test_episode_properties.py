@@ -76,10 +76,10 @@ def test_data_module_either_refuses_at_set_up_or_serves_every_epoch(
         eval_users_per_batch=2,
         seed=seed,
     )
-    dm.setup("fit")
     try:
+        dm.setup("fit")
         loader = dm.train_dataloader()
-    except ValueError as error:  # named settings, before any training step
+    except ValueError as error:  # named settings, at set up or before any training step
         assert "data." in str(error)
         return
     for epoch in range(3):
