@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mrm_lightning.cli import main
-from mrm_lightning.training.checkpoint_file import check_ckpt_path
+from mrm_lightning.training.checkpoint_file import CheckpointError, check_ckpt_path, read_checkpoint
 from mrm_lightning.training.lightning_cli import cli_main
 from tests.conftest import REPO
 
@@ -176,3 +176,29 @@ def test_adapt_says_why_no_pair_was_usable(files, tmp_path, capsys, monkeypatch)
     assert error_line(argv, capsys, monkeypatch) == (
         f"mrm: error: {pairs}: no usable pair was read; it holds no pairs"
     )
+
+
+def test_score_names_a_bad_profile_or_input_file(files, tmp_path, capsys, monkeypatch):
+    profile = tmp_path / "profile.json"
+    profile.write_text("not json\n")
+    base = ["score", "--ckpt", str(files["good"]), "--out", "-"]
+    argv = [*base, "--profile", str(profile), "--input", str(files["candidates"])]
+    assert error_line(argv, capsys, monkeypatch) == (
+        f"mrm: error: {profile}: profile is not valid JSON: Expecting value: line 1 column 1 "
+        "(char 0)"
+    )
+    candidates = tmp_path / "latin1.jsonl"
+    candidates.write_bytes(files["candidates"].read_bytes() + b'{"prompt": "caf\xe9"}\n')
+    assert error_line([*base, "--input", str(candidates)], capsys, monkeypatch) == (
+        f"mrm: error: {candidates}:2: field '<encoding>': not UTF-8 (0xe9)"
+    )
+
+
+def test_a_checkpoint_cut_anywhere_is_a_checkpoint_error(files):
+    data = files["good"].read_bytes()
+    cut = files["good"].parent / "cut.ckpt"
+    for size in sorted({*range(0, 64, 7), *range(64, len(data), max(1, len(data) // 97))}):
+        cut.write_bytes(data[:size])
+        with pytest.raises(CheckpointError) as caught:
+            read_checkpoint(cut)
+        assert str(caught.value).startswith(f"{cut}: "), size

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from ..data.records import LoadSummary, PreferenceRecord, RecordError, require
+from ..data.records import LoadSummary, PreferenceRecord, RecordError, not_utf8, require
 from .errors import ArgumentParser, debug_mode, fail
 
 STDIN = "<stdin>"
@@ -142,7 +142,10 @@ def read_user_pairs(
         return read_pairs(path, summary, columns), summary
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "stdin.jsonl"
-        copy.write_text(sys.stdin.read(), encoding="utf-8")
+        try:
+            copy.write_text(sys.stdin.read(), encoding="utf-8")
+        except UnicodeError:  # strict stdin fails reading; surrogate-escaping stdin, writing
+            raise RecordError(STDIN, "?", "<encoding>", "not UTF-8 text") from None
         try:
             return read_pairs(copy, summary, columns), summary
         except RecordError as error:
@@ -288,16 +291,22 @@ def candidate(row: dict, name: str, line: int) -> tuple[tuple, str, list[str]]:
 
 def json_lines(handle: IO[str], name: str) -> Iterator[tuple[int, dict]]:
     """``(line, object)`` per non-blank line, errors naming the file and line."""
-    for number, text in enumerate(handle, start=1):
-        if not text.strip():
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise RecordError(name, number, "<json>", f"not valid JSON ({error.msg})") from None
-        if not isinstance(value, dict):
-            raise RecordError(name, number, "<json>", "expected a JSON object")
-        yield number, value
+    try:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except (ValueError, RecursionError) as error:  # JSONDecodeError, too-long numbers
+                problem = getattr(error, "msg", None) or "nested too deeply or numbers too long"
+                raise RecordError(name, number, "<json>", f"not valid JSON ({problem})") from None
+            if not isinstance(value, dict):
+                raise RecordError(name, number, "<json>", "expected a JSON object")
+            yield number, value
+    except UnicodeDecodeError as error:  # a file's line is found from its bytes
+        if name == STDIN:
+            raise RecordError(name, "?", "<encoding>", "not UTF-8 text") from None
+        raise not_utf8(name, error) from None
 
 
 def chunks(iterable, size: int) -> Iterator[list]:
