@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from mrm_lightning import RobustPersonalization
+from mrm_lightning.data.batch import PairBatch
 
 
 class DDPProbe(Callback):
@@ -34,7 +35,8 @@ class DDPProbe(Callback):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int
     ) -> None:
-        self.step_users.append([int(u) for u in batch["user"].reshape(-1).tolist()])
+        users = batch.user if isinstance(batch, PairBatch) else batch["user"]  # MRM's, a peer's
+        self.step_users.append([int(u) for u in users.reshape(-1).tolist()])
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rpo = next((cb for cb in trainer.callbacks if isinstance(cb, RobustPersonalization)), None)
