@@ -74,7 +74,8 @@ def main() -> None:
         print(json.dumps({"seed": seed, "mrm_unseen": rows["MRM (adapted)"]["unseen"],
                           "global_unseen": rows["global reward model"]["unseen"],
                           "val_user_acc": results["val_user_acc"],
-                          "selected": results.get("selected_adaptation", {}).get("prior")}))  # fmt: skip
+                          "selected": results.get("selected_adaptation", {}).get("prior")}),
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

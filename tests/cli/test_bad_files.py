@@ -194,6 +194,16 @@ def test_score_names_a_bad_profile_or_input_file(files, tmp_path, capsys, monkey
     )
 
 
+def test_score_never_makes_a_store_it_was_asked_to_read(files, tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "profiles.db"
+    base = ["score", "--ckpt", str(files["good"]), "--store", str(missing), "--user", "u"]
+    argv = [*base, "--input", str(files["candidates"]), "--out", "-"]
+    assert error_line(argv, capsys, monkeypatch) == (
+        f"mrm: error: {missing}: no such profile store (mrm adapt --store makes one)"
+    )
+    assert not missing.exists()
+
+
 def test_a_checkpoint_cut_anywhere_is_a_checkpoint_error(files):
     data = files["good"].read_bytes()
     cut = files["good"].parent / "cut.ckpt"

@@ -197,6 +197,8 @@ def score_command(model, args, progress: bool) -> None:
 
     columns, note = columns_of(model, args, SCORE_FIELDS)
     fixed = None if args.profile is None else read_profile(model, args.profile)
+    if args.store and not Path(args.store).exists():  # scoring only reads: never make one
+        raise ValueError(f"{args.store}: no such profile store (mrm adapt --store makes one)")
     store = ProfileStore(args.store, checkpoint=model.digest) if args.store else None
     found: dict[str, Any] = {}
 

@@ -296,9 +296,9 @@ class EpisodicDataModule(LightningDataModule):
         return self.meta_train_loader(getattr(model, "reads_pair_differences", False))
 
     def meta_train_loader(self, differences: bool = False) -> DataLoader:
-        """The meta-training batches; with ``differences``, each pair as its chosen-minus-rejected
-        embedding (packed: ``pair_difference``, ``query_owner``; see :mod:`.gathering`) instead
-        of the two."""
+        """The meta-training batches; with ``differences``, gathered straight into a packed
+        :class:`~mrm_lightning.data.batch.PairBatch` of chosen-minus-rejected embeddings (one row
+        per real pair; :mod:`.gathering`), else padded chosen / rejected batches."""
         assert self.data is not None and self.split is not None
         self._check_episode_sizes()
         rank, world = self._rank_world()

@@ -15,6 +15,7 @@ from torch.nn.utils.parametrize import register_parametrization
 from ..data.batch import PairBatch, pack_padded, unpack_pairs
 from ..data.buffers import ReusableBuffers
 from ..data.encoder import encoder_record
+from ..data.sources.columns import columns_record
 from ..method.heads import BaseRewardFunctions, Combination
 from ..method.losses import packed_bradley_terry_loss
 from ..method.maml import InnerOptimizer, adapt, packed_pair_margins
@@ -187,8 +188,6 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         names, under ``mrm_columns``: read back by :mod:`mrm_lightning.use.inference` to encode
         new texts the same way and read new users' files with the same columns (None: a source
         of embeddings only, such as the synthetic population; a source without columns)."""
-        from ..data.sources.columns import columns_record
-
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
         source = getattr(datamodule, "source", None)
         encoder = getattr(source, "encoder", None)
