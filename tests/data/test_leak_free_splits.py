@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import mrm_lightning
-from mrm_lightning import EpisodicDataModule, SyntheticPopulation
+from mrm_lightning import EpisodicDataModule
 from mrm_lightning.data.splits import TEST, TRAIN, VAL
 from tests.data.test_tldr_and_protocols import FIXTURE as TLDR_FIXTURE
 from tests.data.test_tldr_and_protocols import StubEncoder
@@ -167,17 +167,3 @@ def test_shared_posts_really_are_shared_in_the_fixtures(tmp_path):
     data = source.load()
     judges = torch.unique(torch.stack([data.unit, data.user]), dim=1)[0]
     assert int(torch.bincount(judges).max()) >= 3  # some prompt has 3 or more judges
-
-
-def test_synthetic_population_rows_never_cross_sides():
-    dm = EpisodicDataModule(
-        SyntheticPopulation(num_users=30, embedding_dim=4, min_pairs=20, max_pairs=30),
-        users_per_batch=2,
-        support_size=5,
-    )
-    dm.setup("fit")
-    data = dm.data
-    side = dm.split.pair_split
-    train_rows = set(torch.cat([data.chosen[side == TRAIN], data.rejected[side == TRAIN]]).tolist())
-    held = side >= VAL
-    assert train_rows.isdisjoint(torch.cat([data.chosen[held], data.rejected[held]]).tolist())

@@ -9,6 +9,7 @@ from mrm_lightning.method.losses import (
     bradley_terry_loss,
     per_user_accuracy,
     rpo_objective,
+    rpo_tail_mask,
     rpo_threshold,
     rpo_weights,
 )
@@ -62,8 +63,31 @@ def test_rpo_soft_weights_and_objective():
 
 def test_rpo_hard_mask_when_smoothness_not_positive():
     losses = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    assert rpo_weights(losses, torch.tensor(2.5), 0.0).tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert rpo_weights(losses, torch.tensor(2.5), 0.0, 0.5).tolist() == [0.0, 0.0, 1.0, 1.0]
     assert rpo_objective(losses, 0.5, smoothness=-1.0).item() == pytest.approx(7.0)
+    with pytest.raises(ValueError, match="needs tail_fraction"):
+        rpo_weights(losses, torch.tensor(2.5), 0.0)
+
+
+def test_the_hard_tail_is_exactly_its_share_of_users():
+    losses = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    # rho = 1 is everybody (1[L > tau] dropped the easiest user: tau is then the minimum)
+    assert rpo_tail_mask(losses, 1.0).tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert rpo_objective(losses, 1.0, smoothness=0.0).item() == pytest.approx(10.0)
+    # ceil(rho * B) users: 3 of 5 at rho 1/2, 1 of 4 at rho 1/4
+    assert rpo_tail_mask(torch.tensor([5.0, 1.0, 4.0, 2.0, 3.0]), 0.5).tolist() == [
+        1.0, 0.0, 1.0, 0.0, 1.0,
+    ]  # fmt: skip
+    assert rpo_tail_mask(losses, 0.25).tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_two_tied_losses_keep_one_user_and_a_gradient():
+    losses = torch.tensor([2.0, 2.0], requires_grad=True)
+    assert rpo_tail_mask(losses, 0.5).tolist() == [1.0, 0.0]  # the earlier of the tie
+    objective = rpo_objective(losses, 0.5, smoothness=0.0)
+    assert objective.item() == pytest.approx(2.0)  # 1[L > tau] gave 0 here: no user at all
+    objective.backward()
+    assert losses.grad.tolist() == [1.0, 0.0]
 
 
 def test_rpo_gradient_with_and_without_detached_weights():

@@ -182,20 +182,30 @@ def test_leading_directions_and_the_subspace_projection_by_hand():
 
 def test_the_mixture_start_chooses_a_rank_and_the_layer_stays_in_its_span():
     dm, model = mixture_model(principal_ranks=(2, 0), adaptation="posterior", inner_lr=1.0)
-    subspace = model.base_rewards.net.parametrizations.weight[0]
-    rank = int(subspace.rank)
-    assert rank in (0, 2)
+    assert int(model.base_rewards.net.parametrizations.weight[0].rank) in (0, 2)  # a candidate
+    # rank 2 forced, so that the projection is not the identity (rank 0 would compare the
+    # weight with itself)
+    _, model = mixture_model(principal_ranks=(2,), adaptation="posterior", inner_lr=1.0)
+    parametrized = model.base_rewards.net.parametrizations.weight
+    subspace = parametrized[0]
+    assert int(subspace.rank) == 2
     basis = subspace.basis[:, :2]
     torch.testing.assert_close(basis.T @ basis, torch.eye(2), atol=1e-5, rtol=0)
-    # the layer's weight is its free weight projected (rank 2), or the free weight (rank 0)
+    # the mixture start leaves the free weight in the span; wherever training moves it, the
+    # layer's weight is its projection on the 2 leading directions
+    free = parametrized.original
+    torch.testing.assert_close(free, free @ basis @ basis.T, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        free.add_(torch.randn(free.shape, generator=torch.Generator().manual_seed(0)))
+    projected = free @ basis @ basis.T
+    assert (free - projected).abs().max() > 0.1  # now it has parts outside the span
     weight = model.base_rewards.net.weight
-    expected = weight if rank == 0 else weight @ basis @ basis.T
-    torch.testing.assert_close(weight, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(weight, projected, atol=1e-5, rtol=0)
     # the rank is in the state dict, so a checkpoint restores the restriction
     state = model.state_dict()
-    assert int(state["base_rewards.net.parametrizations.weight.0.rank"]) == rank
+    assert int(state["base_rewards.net.parametrizations.weight.0.rank"]) == 2
     fresh = MetaRewardModel(
-        embedding_dim=8, num_base_rewards=2, mixture_warm_start=True, principal_ranks=(2, 0)
+        embedding_dim=8, num_base_rewards=2, mixture_warm_start=True, principal_ranks=(2,)
     )
     fresh.load_state_dict(state)
     torch.testing.assert_close(fresh.base_rewards.net.weight, weight)

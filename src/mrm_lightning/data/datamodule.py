@@ -53,9 +53,11 @@ class EpisodicDataModule(LightningDataModule):
             pairs are then carved from the training side.
         validation_users: share of the seen users held out of meta-training as validation
             users: adapted from their training pairs (capped like unseen users') and scored
-            on all their held-out pairs, exactly as new users are. Checkpoints and the
-            adaptation strength are chosen on them. 0 validates on every user's validation
-            pairs instead.
+            on their pairs in the validation units, exactly as new users are. Checkpoints and
+            the adaptation strength are chosen on them. 0 validates on every user's validation
+            pairs instead. Either way selection never reads a pair of a test unit: other users'
+            labels on the test table's items never steer it (``val_fraction`` sets how much it
+            has).
         users_without_train_pairs: an evaluated user left with no training pair (every unit it
             has is larger than its cap): ``exclude`` leaves it out of every row of the report,
             ``prior`` scores it with no adaptation (w0) in MRM's row; every method and baseline
@@ -155,10 +157,10 @@ class EpisodicDataModule(LightningDataModule):
             counts = torch.bincount(data.user[by_user], minlength=data.num_users)
             chunks = torch.split(by_user, counts.tolist())
             self.pairs_by_split[part] = {int(u): chunks[u] for u in users}
-        # validation users are scored on everything held out of their training pairs
+        # validation users are scored on their validation-unit pairs only: their test-unit
+        # pairs are items of the test table (units are shared across users), never selection's
         self.validation_queries = {
-            int(u): torch.cat([self.pairs_by_split[VAL][int(u)], self.pairs_by_split[TEST][int(u)]])
-            for u in split.validation_users
+            int(u): self.pairs_by_split[VAL][int(u)] for u in split.validation_users
         }
         train = self.pairs_by_split[TRAIN]
         self.meta_train_users = torch.tensor(
@@ -221,7 +223,7 @@ class EpisodicDataModule(LightningDataModule):
 
     def held_out(self, part: int) -> dict[int, Tensor]:
         """User -> held-out pairs scored for ``part``: TEST pairs of seen and unseen users;
-        for VAL, the validation users' held-out pairs, or every user's VAL pairs without any."""
+        for VAL, the validation users' VAL pairs, or every user's VAL pairs without any."""
         assert self.split is not None
         if part == VAL and self.has_validation_users:
             return self.validation_queries

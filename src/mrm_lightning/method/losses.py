@@ -6,6 +6,8 @@ out by hand and reused by the module, the RPO callback, baselines and benchmarks
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -61,8 +63,24 @@ def rpo_threshold(losses: Tensor, tail_fraction: float) -> Tensor:
     return torch.quantile(losses.detach().float(), 1.0 - tail_fraction).to(losses.dtype)
 
 
-def rpo_weights(losses: Tensor, threshold: Tensor, smoothness: float) -> Tensor:
-    """a_i = sigmoid((L_i - tau) / gamma); a hard mask 1[L_i > tau] when gamma <= 0.
+def rpo_tail_mask(losses: Tensor, tail_fraction: float) -> Tensor:
+    """1 for exactly ``ceil(rho * B)`` users, those with the largest losses (ties go to the
+    earlier user), 0 for the rest: the hard tail. Unlike ``1[L_i > tau]`` it keeps every user
+    at rho = 1 and one of two tied users at rho = 1/2. ``[B]``, the losses' dtype."""
+    if not 0.0 < tail_fraction <= 1.0:
+        raise ValueError(f"tail_fraction (rho) must be in (0, 1], got {tail_fraction}")
+    count = min(len(losses), math.ceil(tail_fraction * len(losses) - 1e-9))
+    order = torch.argsort(losses.detach(), descending=True, stable=True)
+    mask = torch.zeros_like(losses)
+    mask[order[:count]] = 1.0
+    return mask
+
+
+def rpo_weights(
+    losses: Tensor, threshold: Tensor, smoothness: float, tail_fraction: float | None = None
+) -> Tensor:
+    """a_i = sigmoid((L_i - tau) / gamma); when gamma <= 0, the hard tail mask of
+    :func:`rpo_tail_mask`, which needs ``tail_fraction`` (rho).
 
     Args:
         losses: ``[B]`` post-adaptation query losses.
@@ -70,7 +88,9 @@ def rpo_weights(losses: Tensor, threshold: Tensor, smoothness: float) -> Tensor:
         smoothness: gamma; the smaller, the closer the weights are to the hard tail mask.
     """
     if smoothness <= 0:
-        return (losses > threshold).to(losses.dtype)
+        if tail_fraction is None:
+            raise ValueError("the hard tail mask (smoothness <= 0) needs tail_fraction")
+        return rpo_tail_mask(losses, tail_fraction)
     return torch.sigmoid((losses - threshold) / smoothness)
 
 
@@ -87,7 +107,7 @@ def rpo_objective(
     computes the same quantity with the threshold taken over the global (all-process) meta-batch.
     """
     tau = rpo_threshold(losses, tail_fraction)
-    weights = rpo_weights(losses, tau, smoothness)
+    weights = rpo_weights(losses, tau, smoothness, tail_fraction)
     if detach_weights:
         weights = weights.detach()
     total = (weights * losses).sum()

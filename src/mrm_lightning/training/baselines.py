@@ -3,7 +3,8 @@
 The global model is a Bradley-Terry linear reward r(h) = v . h fitted on all seen users'
 training pairs pooled, its L2 strength chosen on validation pairs. It is exactly what MRM's
 linear head can express with one weight vector for everybody, so MRM minus global is the value
-of personalization.
+of personalization. :func:`global_reward_model` is THE global model of a run: MRM's warm start
+(its fallback) and the report's global row are this one fit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from ..data.gathering import gather_differences
 from ..data.preferences import PreferenceData
+from ..data.splits import TRAIN
 from ..method.bradley_terry import fit_bradley_terry_linear, user_level_accuracy
 
 
@@ -68,3 +70,19 @@ def fit_global_reward(
 def evaluate_linear_reward(weights: Tensor, pairs: PreferenceData) -> tuple[float, int]:
     """User-level accuracy of one fixed linear reward on some pairs."""
     return user_level_accuracy(pair_differences(pairs) @ weights, pairs.user)
+
+
+def sample_pairs(pairs: PreferenceData, at_most: int | None, seed: int = 0) -> PreferenceData:
+    """A seeded sample of at most ``at_most`` of ``pairs`` (all of them: fewer, or None)."""
+    if at_most is None or pairs.num_pairs <= at_most:
+        return pairs
+    pick = torch.randperm(pairs.num_pairs, generator=torch.Generator().manual_seed(seed))
+    return pairs.subset(pick[:at_most])
+
+
+def global_reward_model(datamodule, at_most: int | None = None) -> tuple[Tensor, float]:
+    """The run's global model: one linear reward on the seen users' training pairs pooled (a
+    seeded sample of at most ``at_most``), L2 chosen on the validation pairs; its weights on
+    raw embeddings and the L2."""
+    train = sample_pairs(datamodule.pairs(TRAIN, datamodule.split.seen_users), at_most)
+    return fit_global_reward(train, datamodule.validation_pairs())

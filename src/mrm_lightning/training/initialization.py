@@ -28,9 +28,10 @@ from ..method.subspace import PrincipalSubspace, leading_directions
 from ..method.warm_start import scale_for_mean_square, warm_start_rows
 from .baselines import (
     difference_second_moment,
-    fit_global_reward,
+    global_reward_model,
     mean_square_difference,
     pair_differences,
+    sample_pairs,
 )
 
 
@@ -40,15 +41,14 @@ def initialize_from_data(model, datamodule) -> None:
     wanted = (hp.standardize_inputs, hp.warm_start, hp.mixture_warm_start, max(hp.principal_ranks))
     if not any(wanted):
         return
-    train = datamodule.pairs(TRAIN, datamodule.meta_train_users)
-    if train.num_pairs > hp.fit_sample_pairs:  # a seeded sample keeps the fits cheap
-        pick = torch.randperm(train.num_pairs, generator=torch.Generator().manual_seed(0))
-        train = train.subset(pick[: hp.fit_sample_pairs])
+    # a seeded sample keeps the fits cheap
+    train = sample_pairs(datamodule.pairs(TRAIN, datamodule.meta_train_users), hp.fit_sample_pairs)
     if hp.standardize_inputs:  # without all the differences in memory at once
         scale = scale_for_mean_square(mean_square_difference(train))
         model.base_rewards.fitted_scale.fill_(scale)
     if hp.warm_start and hp.hidden_dim == 0:
-        direction, _ = fit_global_reward(train, datamodule.validation_pairs())
+        # the run's global model, the very fit the report's global row shows
+        direction, _ = global_reward_model(datamodule, hp.fit_sample_pairs)
         layer = model.base_rewards.net
         # the fit is on raw embeddings: undo the scale. The fallback stays the global model
         # itself, even where the base functions are restricted to a subspace.

@@ -10,8 +10,8 @@ from pathlib import Path
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from ..data.splits import TEST, TRAIN
-from .baselines import evaluate_linear_reward, fit_global_reward
+from ..data.splits import TEST
+from .baselines import evaluate_linear_reward, global_reward_model
 from .initialization import principal_subspace
 
 COLUMNS = (("seen", "test_seen"), ("unseen", "test_unseen"), ("overall", "test"))
@@ -26,11 +26,16 @@ def write_json_atomically(path: Path, payload: dict) -> None:
     os.replace(handle.name, path)
 
 
-def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """Rows of seen / unseen / overall user-level accuracy as an aligned text table."""
-    width = max(len(name) for name in rows) + 2
+W0_ROW = "MRM w0, no adaptation"  # the key in results.json, whatever the table shows
+
+
+def format_table(rows: dict[str, dict[str, float]], labels: dict[str, str] | None = None) -> str:
+    """Rows of seen / unseen / overall user-level accuracy as an aligned text table; ``labels``
+    renames rows for display (``results.json`` keeps the keys)."""
+    shown = {(labels or {}).get(name, name): values for name, values in rows.items()}
+    width = max(len(name) for name in shown) + 2
     lines = [f"{'user-level accuracy':<{width}}" + "".join(f"{c:>10}" for c, _ in COLUMNS)]
-    for name, values in rows.items():
+    for name, values in shown.items():
         cells = "".join(f"{values.get(c, float('nan')):>10.3f}" for c, _ in COLUMNS)
         lines.append(f"{name:<{width}}{cells}")
     return "\n".join(lines)
@@ -70,7 +75,7 @@ class ResultsReport(Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         rows: dict[str, dict[str, float]] = {}
-        for label, key in (("MRM (adapted)", "user_acc"), ("MRM w0, no adaptation", "user_acc_w0")):
+        for label, key in (("MRM (adapted)", "user_acc"), (W0_ROW, "user_acc_w0")):
             rows[label] = {
                 col: metrics[f"{prefix}/{key}"]
                 for col, prefix in COLUMNS
@@ -79,10 +84,9 @@ class ResultsReport(Callback):
         datamodule = trainer.datamodule
         groups = evaluated_groups(datamodule) if hasattr(datamodule, "eval_users") else None
         if self.global_baseline and groups is not None:
-            seen = datamodule.split.seen_users
-            weights, l2 = fit_global_reward(
-                datamodule.pairs(TRAIN, seen), datamodule.validation_pairs()
-            )
+            # the same fit as MRM's warm start (its fallback): the same pairs and L2 choice
+            at_most = getattr(pl_module.hparams, "fit_sample_pairs", None)
+            weights, l2 = global_reward_model(datamodule, at_most)
             # scored on exactly the users and test pairs MRM was scored on
             rows["global reward model"] = {
                 col: evaluate_linear_reward(weights, datamodule.pairs(TEST, users))[0]
@@ -120,7 +124,11 @@ class ResultsReport(Callback):
             self.results["unseen_gap_closed"] = gap
         path = run_dir / self.filename
         write_json_atomically(path, self.results)
-        lines = ["\n" + format_table(rows)]
+        # where validation kept the warm start, "w0" IS it (the global model): say so
+        warm = bool(getattr(pl_module, "selected_warm_start", False))
+        self.results["w0_is_warm_start"] = warm
+        labels = {W0_ROW: "MRM w0 = the warm start (global)"} if warm else None
+        lines = ["\n" + format_table(rows, labels)]
         if groups is not None:
             lines.append(_users_line(self.results))
         if selected is not None:

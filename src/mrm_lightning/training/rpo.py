@@ -26,7 +26,8 @@ class RobustPersonalization(Callback):
 
     Args:
         tail_fraction: rho in (0, 1], the share of users treated as the hard tail.
-        smoothness: gamma; <= 0 gives the hard mask 1[L_i > tau] (a CVaR-like tail sum).
+        smoothness: gamma; <= 0 gives the hard mask: exactly ceil(rho * B) users of the global
+            meta-batch, those with the largest losses (a CVaR-like tail sum).
         detach_weights: treat a_i as constants (the reference code does not).
         reduction: ``sum`` over users (the reference) or ``mean`` (divide by the global
             meta-batch size, which keeps the objective's scale independent of batch size).
@@ -75,17 +76,26 @@ class RobustPersonalization(Callback):
         """This process's share of the RPO objective for its ``[B]`` per-user losses."""
         module = self._module
         assert module is not None, "RobustPersonalization is used before setup()"
-        global_losses = module.all_gather(losses.detach()).reshape(-1)  # [W * B], same everywhere
+        attached = module._trainer is not None  # without a Trainer: one process
+        # [W * B] in rank order, the same on every process
+        global_losses = (
+            module.all_gather(losses.detach()).reshape(-1) if attached else losses.detach()
+        )
         tau = rpo_threshold(global_losses, self.tail_fraction)
-        weights = rpo_weights(losses, tau, self.smoothness)
+        global_weights = rpo_weights(global_losses, tau, self.smoothness, self.tail_fraction)
+        if self.smoothness > 0:  # a user's weight depends on its own loss: keep its gradient
+            weights = rpo_weights(losses, tau, self.smoothness)
+        else:  # the hard tail is chosen over the global batch: this process's slice of it
+            rank = module.global_rank if attached else 0
+            weights = global_weights[rank * len(losses) : (rank + 1) * len(losses)]
         if self.detach_weights:
             weights = weights.detach()
-        world = module.trainer.world_size if module._trainer is not None else 1
+        world = module.trainer.world_size if attached else 1
         objective = (weights * losses).sum() * world  # DDP then divides the gradient by world
         if self.reduction == "mean":
             objective = objective / global_losses.numel()
         self.thresholds.append(float(tau))
-        self._last = (global_losses, rpo_weights(global_losses, tau, self.smoothness))
+        self._last = (global_losses, global_weights)
         return objective
 
     def on_train_batch_end(
