@@ -122,11 +122,11 @@ class ResultsReport(Callback):
         gap = _gap_closed(rows, "unseen")
         if gap is not None:
             self.results["unseen_gap_closed"] = gap
-        path = run_dir / self.filename
-        write_json_atomically(path, self.results)
         # where validation kept the warm start, "w0" IS it (the global model): say so
         warm = bool(getattr(pl_module, "selected_warm_start", False))
         self.results["w0_is_warm_start"] = warm
+        path = run_dir / self.filename
+        write_json_atomically(path, self.results)
         labels = {W0_ROW: "MRM w0 = the warm start (global)"} if warm else None
         lines = ["\n" + format_table(rows, labels)]
         if groups is not None:
