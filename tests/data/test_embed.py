@@ -9,8 +9,9 @@ import torch
 
 from mrm_lightning import RedditTLDR, TextEncoder
 from mrm_lightning.cli import main
-from mrm_lightning.data.sources.text import index_texts
+from mrm_lightning.data.sources.text import TextPreferences, index_texts
 from tests.conftest import REPO
+from tests.data.cache_helpers import segments
 from tests.tiny_encoder import build_tiny_bert
 
 FIXTURE = REPO / "tests/fixtures/tldr/comparisons.jsonl"
@@ -69,9 +70,41 @@ def test_embed_fills_the_cache_that_training_reads(tiny_model, tmp_path):
     torch.testing.assert_close(
         data.embeddings[torch.arange(len(items))], expected, atol=1e-5, rtol=0
     )
-    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".tmp")]
-    main(embed_args(tiny_model, tmp_path / "cache"))  # a second run finds the entry: no-op
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert not [p for p in (tmp_path / "cache").rglob(".tmp*")]
+    assert len(segments(tmp_path / "cache")) == 1
+    main(embed_args(tiny_model, tmp_path / "cache"))  # a second run finds every text: no-op
+    assert len(segments(tmp_path / "cache")) == 1
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # one folder: this encoder's
+
+
+def test_embed_encodes_only_the_texts_not_cached_yet(tiny_model, tmp_path, monkeypatch):
+    items = index_texts(RedditTLDR([str(FIXTURE)], encoder=TextEncoder(str(tiny_model))).records())[
+        0
+    ]
+    # a first run (another subset, another seed) already encoded every other text
+    TextPreferences(
+        TextEncoder(str(tiny_model), max_length=32), cache_dir=str(tmp_path), progress=False
+    ).embeddings(items[::2])
+
+    encoded = []
+    original = TextEncoder.encode_batch
+
+    def recording(self, batch):
+        encoded.extend(batch)
+        return original(self, batch)
+
+    monkeypatch.setattr(TextEncoder, "encode_batch", recording)
+    main(embed_args(tiny_model, tmp_path))
+    assert sorted(encoded) == sorted(items[1::2])  # only the rest went through the model
+    assert len(segments(tmp_path)) == 2
+
+    data, _ = cached_embeddings(tiny_model, tmp_path)  # training then finds every text
+    expected = TextEncoder(str(tiny_model), max_length=32, device="cpu").encode(
+        items, progress=False
+    )
+    torch.testing.assert_close(
+        data.embeddings[torch.arange(len(items))], expected, atol=1e-5, rtol=0
+    )
 
 
 def test_embed_refuses_a_source_without_text(tmp_path):

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import json
 import shutil
-import types
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mrm_lightning.data import cache as cache_module
-from mrm_lightning.data.cache import ArrowEmbeddings, EmbeddingCache, fingerprint, texts_digest
+from mrm_lightning.data.cache import ArrowEmbeddings, fingerprint
 from mrm_lightning.data.encoder import TextEncoder, pool
 from mrm_lightning.data.sources.pairs import PairsFiles
 from mrm_lightning.data.sources.text import index_texts
 from tests.conftest import REPO
+from tests.data.cache_helpers import (
+    all_rows,
+    forbid_encoding,
+    make_encoder,
+    record_encoded,
+    segments,
+)
 from tests.tiny_encoder import HIDDEN, build_tiny_bert
 
 PAIRS = REPO / "tests/fixtures/generic/pairs.jsonl"
@@ -29,56 +34,14 @@ PAIRS = REPO / "tests/fixtures/generic/pairs.jsonl"
 pytestmark = pytest.mark.filterwarnings("ignore:.*longer than encoder.max_length:UserWarning")
 
 
-class SimulatedKill(BaseException):
-    """Like KeyboardInterrupt: not an Exception, so no ``except OSError`` swallows it."""
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), seed=0)
 
 
-def make_encoder(model_dir: Path, **settings) -> TextEncoder:
-    return TextEncoder(
-        model=str(model_dir), **{"max_length": 32, "batch_size": 3, "device": "cpu", **settings}
-    )
-
-
 @pytest.fixture
 def encoder(model_dir) -> TextEncoder:
     return make_encoder(model_dir)
-
-
-def count_encoded(monkeypatch, encoder: TextEncoder) -> list[int]:
-    """Wrap ``encoder.encode_batch``; the returned list gets each batch's size."""
-    sizes: list[int] = []
-    original = encoder.encode_batch
-
-    def counting(items):
-        sizes.append(len(items))
-        return original(items)
-
-    monkeypatch.setattr(encoder, "encode_batch", counting)
-    return sizes
-
-
-def forbid_encoding(monkeypatch, encoder: TextEncoder) -> None:
-    def refuse(*args, **kwargs):
-        raise AssertionError("the encoder must not be used on a cache hit")
-
-    monkeypatch.setattr(encoder, "load", refuse)
-    monkeypatch.setattr(encoder, "encode_batch", refuse)
-
-
-def entries(cache_dir: Path) -> list[str]:
-    """Names of complete-looking entries (not staging folders) under ``cache_dir``."""
-    if not cache_dir.exists():
-        return []
-    return sorted(p.name for p in cache_dir.iterdir() if not p.name.startswith(".tmp-"))
-
-
-def all_rows(table) -> torch.Tensor:
-    return table[torch.arange(len(table))]
 
 
 ITEMS = [
@@ -207,15 +170,14 @@ def test_identity_tracks_every_setting_that_changes_vectors(model_dir, tmp_path)
 
 # ------------------------------------------------------------------ source + cache, end to end
 def test_pairs_source_encodes_each_distinct_text_once(encoder, tmp_path, monkeypatch):
-    sizes = count_encoded(monkeypatch, encoder)
+    encoded = record_encoded(monkeypatch, encoder)
     source = PairsFiles([str(PAIRS)], encoder=encoder, cache_dir=str(tmp_path), progress=False)
     data = source.load()
     records = source.records()
     items, chosen, rejected = index_texts(records)
 
     assert len(items) < 2 * len(records)  # the fixture repeats texts ("Cat." twice) ...
-    assert sum(sizes) == len(items)  # ... and each distinct text went through the model once
-    assert max(sizes) <= encoder.batch_size
+    assert sorted(encoded) == sorted(items)  # ... and each distinct text went through once
     assert len(data.embeddings) == len(items) and data.embedding_dim == HIDDEN
     assert isinstance(data.embeddings, ArrowEmbeddings)
     assert torch.equal(data.chosen, chosen) and torch.equal(data.rejected, rejected)
@@ -228,7 +190,7 @@ def test_pairs_source_encodes_each_distinct_text_once(encoder, tmp_path, monkeyp
         for row, response in ((data.chosen[p], record.chosen), (data.rejected[p], record.rejected)):
             alone = encoder.encode_batch([(record.history, record.prompt, response)])[0]
             torch.testing.assert_close(data.embeddings[row.view(1)][0], alone, atol=1e-5, rtol=0)
-    assert len(entries(tmp_path)) == 1
+    assert len(segments(tmp_path)) == 1
 
 
 def test_second_run_reads_the_cache_without_loading_the_encoder(model_dir, tmp_path, monkeypatch):
@@ -243,7 +205,7 @@ def test_second_run_reads_the_cache_without_loading_the_encoder(model_dir, tmp_p
     assert fresh._model is None and fresh._tokenizer is None
     assert torch.equal(all_rows(second.embeddings), all_rows(first.embeddings))
     assert torch.equal(second.chosen, first.chosen) and torch.equal(second.user, first.user)
-    assert len(entries(tmp_path)) == 1
+    assert len(segments(tmp_path)) == 1  # nothing new: no new segment
 
 
 def changed_copy(tmp_path: Path) -> Path:
@@ -257,101 +219,44 @@ def changed_copy(tmp_path: Path) -> Path:
     return path
 
 
-def test_changed_input_or_encoder_setting_makes_a_new_entry(model_dir, tmp_path, monkeypatch):
+def test_a_changed_text_encodes_only_itself_and_a_changed_setting_all(
+    model_dir, tmp_path, monkeypatch
+):
     cache_dir = tmp_path / "cache"
 
     def run(paths, **settings):
         encoder = make_encoder(model_dir, **settings)
-        sizes = count_encoded(monkeypatch, encoder)
+        encoded = record_encoded(monkeypatch, encoder)
         data = PairsFiles(
             [str(p) for p in paths], encoder=encoder, cache_dir=str(cache_dir), progress=False
         ).load()
-        return data, sum(sizes)
+        return data, encoded
 
     original, encoded = run([PAIRS])
-    assert encoded > 0 and len(entries(cache_dir)) == 1
+    assert len(encoded) == len(original.embeddings) and len(segments(cache_dir)) == 1
 
     changed, encoded = run([changed_copy(tmp_path)])
-    assert encoded == len(changed.embeddings) and len(entries(cache_dir)) == 2
+    # only the one new text went through the encoder, into a second segment of the same encoder
+    assert encoded == [
+        ((), "Suggest a name for a cat.", "Miso, short and warm, and a little grey.")
+    ]
+    assert (
+        len(segments(cache_dir)) == 2 and len({s.split("/")[0] for s in segments(cache_dir)}) == 1
+    )
     # same text layout apart from the one changed text, whose row is the only new vector
     assert len(changed.embeddings) == len(original.embeddings)
     differs = (all_rows(changed.embeddings) - all_rows(original.embeddings)).abs().amax(-1) > 1e-4
     assert differs.sum() == 1 and int(differs.nonzero()) == int(changed.chosen[0])
 
+    # a setting that changes the vectors is another encoder: everything is encoded anew
     _, encoded = run([PAIRS], max_length=24)
-    assert encoded > 0 and len(entries(cache_dir)) == 3
+    assert len(encoded) == len(original.embeddings) and len(segments(cache_dir)) == 3
     _, encoded = run([PAIRS], pooling="last_token")
-    assert encoded > 0 and len(entries(cache_dir)) == 4
+    assert len(encoded) == len(original.embeddings) and len(segments(cache_dir)) == 4
 
-    # the original input and settings still hit their own entry; batch size is not in the key
+    # the original input and settings still hit their own segment; batch size is not in the key
     _, encoded = run([PAIRS], batch_size=5)
-    assert encoded == 0 and len(entries(cache_dir)) == 4
-
-
-# ----------------------------------------------------------------------- crash during save
-def crash_on_rename(monkeypatch):
-    def rename(*args, **kwargs):
-        raise SimulatedKill("killed just before the rename")
-
-    monkeypatch.setattr(cache_module, "os", types.SimpleNamespace(rename=rename))
-
-
-def crash_after_save_to_disk(monkeypatch):
-    from datasets import Dataset
-
-    original = Dataset.save_to_disk
-
-    def save_then_die(self, *args, **kwargs):
-        original(self, *args, **kwargs)  # the Arrow files are written, the metadata is not
-        raise SimulatedKill("killed while writing the entry")
-
-    monkeypatch.setattr(Dataset, "save_to_disk", save_then_die)
-
-
-@pytest.mark.parametrize("crash", [crash_on_rename, crash_after_save_to_disk])
-def test_a_crash_while_saving_leaves_no_trusted_entry(model_dir, tmp_path, crash):
-    # the key of these inputs, from a clean run elsewhere (not a copy of the key formula)
-    reference = tmp_path / "reference"
-    PairsFiles(
-        [str(PAIRS)], encoder=make_encoder(model_dir), cache_dir=str(reference), progress=False
-    ).load()
-    [key] = entries(reference)
-
-    cache_dir = tmp_path / "cache"
-    cache = EmbeddingCache(cache_dir)
-    encoder = make_encoder(model_dir)
-    source = PairsFiles([str(PAIRS)], encoder=encoder, cache_dir=str(cache_dir), progress=False)
-    with pytest.MonkeyPatch.context() as patch:
-        crash(patch)
-        with pytest.raises(SimulatedKill):
-            source.load()
-
-    assert cache.load(key) is None
-    assert entries(cache_dir) == []
-    leftovers = list(cache_dir.iterdir())
-    assert len(leftovers) <= 1 and all(p.name.startswith(f".tmp-{key}-") for p in leftovers)
-
-    with pytest.MonkeyPatch.context() as patch:
-        rerun = make_encoder(model_dir)
-        sizes = count_encoded(patch, rerun)
-        data = PairsFiles(
-            [str(PAIRS)], encoder=rerun, cache_dir=str(cache_dir), progress=False
-        ).load()
-    items = index_texts(source.records())[0]
-    assert sum(sizes) == len(items)
-    assert entries(cache_dir) == [key] and cache.load(key) is not None
-    torch.testing.assert_close(
-        all_rows(data.embeddings), encoder.encode(items, progress=False), atol=1e-6, rtol=0
-    )
-
-
-def test_a_stale_entry_folder_without_metadata_is_replaced(tmp_path):
-    cache = EmbeddingCache(tmp_path)
-    cache.path("key").mkdir(parents=True)
-    (cache.path("key") / "data-00000-of-00001.arrow").write_bytes(b"half")
-    assert cache.load("key") is None
-    vectors = torch.randn(3, 4)
-    assert torch.equal(all_rows(cache.save("key", vectors, {})), vectors)
+    assert encoded == [] and len(segments(cache_dir)) == 4
 
 
 def test_identity_tracks_the_tokenizer_files(model_dir, tmp_path):
@@ -361,65 +266,3 @@ def test_identity_tracks_the_tokenizer_files(model_dir, tmp_path):
     tokenizer["normalizer"]["lowercase"] = False  # "Cat" no longer tokenizes like "cat"
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
     assert make_encoder(folder).identity() != before
-
-
-def test_texts_digest_is_order_and_boundary_sensitive():
-    a, b = ((), "ab", "c"), ((("user", "hi"),), "ab", "c")
-    assert texts_digest([a, b]) == texts_digest([tuple(a), tuple(b)])
-    assert texts_digest([a, b]) != texts_digest([b, a])
-    assert texts_digest([a]) != texts_digest([((), "a", "bc")])
-    assert texts_digest([a]) != texts_digest([b]) != texts_digest([a, a])
-
-
-# ------------------------------------------------------------------------- Arrow embeddings
-def test_arrow_embeddings_gather_across_chunks(tmp_path):
-    torch.manual_seed(0)
-    original = torch.randn(2500, 8)
-    cache = EmbeddingCache(tmp_path)
-    saved = cache.save("key", original, {"note": "test"})
-    table = cache.load("key")
-
-    assert len(table.chunks) >= 3  # datasets writes 1000-row record batches
-    assert table.shape == (2500, 8) and len(table) == 2500 and saved.shape == table.shape
-    for chunk in table.chunks:  # memory-mapped views, not copies
-        assert chunk.dtype.name == "float32" and chunk.ndim == 2
-        assert not chunk.flags["OWNDATA"]
-    meta = json.loads((tmp_path / "key" / cache_module.META).read_text())
-    assert meta["dim"] == 8 and meta["rows"] == 2500 and meta["note"] == "test"
-
-    for index in (
-        torch.tensor([0, 999, 1000, 2499, 1500, 0, 2001]),
-        torch.tensor([[2499, 0, 1000, 1000], [5, 1999, 2000, 999], [1234, 2498, 1, 1001]]),
-        torch.tensor([7]),
-        torch.arange(2500),
-    ):
-        assert torch.equal(table[index], original[index]), index.shape
-        assert torch.equal(saved[index], original[index]), index.shape
-    assert table[torch.tensor([], dtype=torch.long)].shape == (0, 8)
-
-
-def test_nan_embeddings_raise_and_cache_nothing(tmp_path):
-    vectors = torch.randn(10, 4)
-    vectors[3, 1] = float("nan")
-    vectors[7, 0] = float("inf")
-    cache = EmbeddingCache(tmp_path / "cache")
-    with pytest.raises(ValueError, match=r"2 texts \(first: text 3\)"):
-        cache.save("key", vectors, {})
-    assert cache.load("key") is None
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
-
-
-def test_nan_from_the_encoder_stops_the_source(model_dir, tmp_path, monkeypatch):
-    encoder = make_encoder(model_dir)
-    original = encoder.encode
-
-    def poisoned(items, progress=True):
-        out = original(items, progress)
-        out[2, 0] = float("nan")
-        return out
-
-    monkeypatch.setattr(encoder, "encode", poisoned)
-    source = PairsFiles([str(PAIRS)], encoder=encoder, cache_dir=str(tmp_path), progress=False)
-    with pytest.raises(ValueError, match=r"first: text 2"):
-        source.load()
-    assert entries(tmp_path) == [] and not any(tmp_path.iterdir())

@@ -3,10 +3,11 @@
     mrm embed --config configs/tldr.yaml                       # one device
     mrm embed --config configs/tldr.yaml --trainer.devices 8 --trainer.strategy ddp
 
-Each process encodes its share of the length-sorted batches and writes it to a shard file;
-process 0 merges the shards into one cache entry (written atomically). Training later finds
-the entry and never loads the encoder. Without this step, `mrm fit` encodes in its
-`prepare_data` on one device.
+Only the texts the cache lacks are encoded (texts a run or an earlier `mrm embed` already
+encoded with the same encoder are skipped). Each process encodes its share of the
+length-sorted batches and writes it to a shard file; process 0 merges the shards into one new
+cache segment (written atomically). Training later finds every text cached and never loads
+the encoder. Without this step, `mrm fit` encodes in its `prepare_data` on one device.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from .cache import segment_name, text_digests
 from .encoder import TextEncoder, TextInput
 from .sources.text import TextPreferences, index_texts
 
@@ -75,39 +77,45 @@ def length_sorted_batches(
 
 
 def embed_source(source: TextPreferences, trainer: Trainer) -> Path:
-    """Encode ``source``'s distinct texts with ``trainer`` (any devices) into its cache."""
+    """Encode those of ``source``'s distinct texts that its cache lacks with ``trainer`` (any
+    devices), as one new cache segment; return the encoder's cache folder."""
     items = index_texts(source.records())[0]
     identity = source.encoder.identity()
-    key = source.cache_key(items, identity)
-    if source.cache.load(key) is not None:
-        rank_zero_info(f"already cached: {source.cache.path(key)}")
-        return source.cache.path(key)
-    # every process derives the same folder from the key: before predict() launches the
-    # processes there is no process group to broadcast a name through.
-    staging = source.cache.root / f".tmp-embed-{key}"
+    digests = text_digests(items)
+    missing = source.cache.missing(identity, digests)
+    folder = source.cache.folder(identity)
+    if not missing:
+        rank_zero_info(f"already cached: all {len(items)} texts, in {folder}")
+        return folder
+    new, new_digests = [items[i] for i in missing], [digests[i] for i in missing]
+    # every process derives the same folder from what it is about to encode: before predict()
+    # launches the processes there is no process group to broadcast a name through. (Should
+    # two processes see different missing texts, their shards land in different folders, the
+    # merge leaves NaN rows, and `add` refuses them: nothing wrong is cached.)
+    staging = folder / f".tmp-embed-{segment_name(new_digests)}"
     staging.mkdir(parents=True, exist_ok=True)
     batches = length_sorted_batches(
-        items, source.encoder.length_order(items), source.encoder.batch_size, trainer.world_size
+        new, source.encoder.length_order(new), source.encoder.batch_size, trainer.world_size
     )
     loader = torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=lambda batch: batch)
     trainer.callbacks.append(ShardWriter(staging))
     started = time.perf_counter()
     trainer.predict(EncoderModule(source.encoder), loader, return_predictions=False)
     trainer.strategy.barrier()
-    path = source.cache.path(key)
     if trainer.is_global_zero:
         merged = None
         for shard in sorted(staging.glob(f"rank*-of-{trainer.world_size}.pt")):
             rows, vectors = torch.load(shard)
             if merged is None:
-                merged = torch.full((len(items), vectors.shape[1]), float("nan"))
+                merged = torch.full((len(new), vectors.shape[1]), float("nan"))
             merged[rows] = vectors  # a sampler's padding repeats rows: same values, harmless
         shutil.rmtree(staging, ignore_errors=True)
         seconds = time.perf_counter() - started
-        source.cache.save(key, merged, {"encoder": identity, "texts": len(items)})
+        path = source.cache.add(identity, new_digests, merged)
         rank_zero_info(
-            f"encoded {len(items)} texts on {trainer.world_size} process(es) in "
-            f"{seconds:.1f} s ({len(items) / seconds:.1f} texts/s); cached in {path}"
+            f"encoded {len(new)} of {len(items)} texts (the rest were cached) on "
+            f"{trainer.world_size} process(es) in {seconds:.1f} s "
+            f"({len(new) / seconds:.1f} texts/s); cached in {path}"
         )
     trainer.strategy.barrier()
-    return path
+    return folder

@@ -1,8 +1,9 @@
 """Real preference data as a PreferenceSource: records -> distinct texts -> cached embeddings.
 
 Each distinct (conversation so far, prompt, response) is encoded once, however many pairs it
-appears in; a second run with the same inputs takes the embeddings from the cache without
-loading the encoder.
+appears in, and once whatever the run: the cache is keyed per text, so a run (another seed,
+another subset) encodes only the texts no earlier run encoded with the same encoder, and a run
+with nothing new takes every embedding from the cache without loading the encoder.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info
 
-from ..cache import ArrowEmbeddings, EmbeddingCache, fingerprint, texts_digest
+from ..cache import ArrowEmbeddings, EmbeddingCache, text_digests
 from ..encoder import TextEncoder, TextInput
 from ..preferences import PreferenceData, PreferenceSource
 from ..records import TEST_SPLIT, TRAIN_SPLIT, LoadSummary, PreferenceRecord
@@ -73,22 +74,24 @@ class TextPreferences(PreferenceSource):
             rank_zero_info(str(self.summary))
         return self._records
 
-    def cache_key(self, items: list[TextInput], identity: dict | None = None) -> str:
-        """What was encoded (every text, in order) and how (the encoder's identity)."""
-        identity = self.encoder.identity() if identity is None else identity
-        return fingerprint({"texts": texts_digest(items), "encoder": identity})
-
     def embeddings(self, items: list[TextInput]) -> ArrowEmbeddings:
-        """From the cache, or encoded now and cached (atomically)."""
+        """Each text from the cache, or encoded now: only the texts not cached yet go through
+        the encoder, and are cached (atomically) as one new segment."""
         identity = self.encoder.identity()
-        key = self.cache_key(items, identity)
-        cached = self.cache.load(key)
-        if cached is not None:
-            rank_zero_info(f"embeddings of {len(items)} texts from cache {self.cache.path(key)}")
-            return cached
-        rank_zero_info(f"encoding {len(items)} distinct texts with {identity['model']}")
-        vectors = self.encoder.encode(items, progress=self.progress)
-        return self.cache.save(key, vectors, {"encoder": identity, "texts": len(items)})
+        digests = text_digests(items)
+        missing = self.cache.missing(identity, digests)
+        folder = self.cache.folder(identity)
+        if missing:
+            new = [items[i] for i in missing]
+            rank_zero_info(
+                f"encoding {len(new)} of {len(items)} texts with {identity['model']} "
+                f"(the other {len(items) - len(new)} from the cache {folder})"
+            )
+            vectors = self.encoder.encode(new, progress=self.progress)
+            self.cache.add(identity, [digests[i] for i in missing], vectors)
+        else:
+            rank_zero_info(f"embeddings of {len(items)} texts from the cache {folder}")
+        return self.cache.table(identity, digests)
 
     def prepare(self) -> None:
         """Make sure the embeddings are cached (the data module's prepare_data)."""

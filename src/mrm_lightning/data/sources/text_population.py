@@ -10,8 +10,8 @@ readable attributes (32 responses), all built from the same hand-written content
     warm     a friendly opener and closer (else a curt one, or none)
     bullets  the answer as a list of three points
 
-The texts never depend on the seed. The embedding cache is keyed by the texts in the order the
-pairs first use them, though, so other users (seed, num_users, ...) encode them again. Users are
+The texts never depend on the seed, and the embedding cache is keyed per text: other users
+(seed, num_users, ...) encode only the texts of prompts no earlier run used. Users are
 dealt in turn to a few types (``concise``, ``detailed``, ``formal``, ``friendly``; see TASTES),
 and user u's true reward is linear in the attributes:
 
