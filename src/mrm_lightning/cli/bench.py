@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..bench.methods import CONFIGS, METHODS
+from ..bench.methods import CONFIGS, DEFAULT_METHODS, METHODS
 from ..training.configs import find_config
 from .errors import ArgumentParser
 
@@ -27,7 +27,13 @@ def parser() -> ArgumentParser:
         default=CONFIGS / "synthetic.yaml",
         help="the benchmarked run: a file, or the name of a shipped config (e.g. tiny)",
     )
-    bench.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    bench.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        choices=METHODS,
+        help="per_group (one model per group of a users file) only when named",
+    )
     bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     bench.add_argument("--out", type=Path, required=True, help="folder for the results")
     bench.add_argument(

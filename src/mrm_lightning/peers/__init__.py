@@ -10,6 +10,7 @@ from .finetune import FineTunedGlobal
 from .global_model import GlobalRewardModel
 from .lore import LoRe
 from .pal import PAL
+from .per_group import PerGroupModel
 from .per_user import PerUserModel
 from .user_weights import UserWeightsModel
 from .vpl import VPL
@@ -20,6 +21,7 @@ __all__ = [
     "LoRe",
     "PAL",
     "PeerModel",
+    "PerGroupModel",
     "PerUserModel",
     "UserWeightsModel",
     "VPL",
