@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..data.splits import TEST
 from .baselines import evaluate_linear_reward, global_reward_model
+from .gain_histogram import gain_sign_test, sign_test_line, write_gain_histogram
 from .initialization import principal_subspace
 
 COLUMNS = (("seen", "test_seen"), ("unseen", "test_unseen"), ("overall", "test"))
@@ -107,13 +108,19 @@ class ResultsReport(Callback):
                 "count": datamodule.users_without_training(TEST),
                 "handling": datamodule.users_without_train_pairs,
             }
-        gains = {
-            col: adaptation_gain(*pl_module.test_user_accuracy[group])
+        per_user = {
+            col: pl_module.test_user_accuracy[group]
             for col, group in (("seen", "seen"), ("unseen", "unseen"))
             if group in getattr(pl_module, "test_user_accuracy", {})
         }
+        gains = {col: adaptation_gain(*pair) for col, pair in per_user.items()}
+        gain_plot = run_dir / "adaptation_gain.png"
         if gains:
+            for col, pair in per_user.items():
+                gains[col]["sign_test_p"] = gain_sign_test(*pair)
+            write_gain_histogram(gain_plot, per_user)
             self.results["adaptation_gain"] = gains
+            self.results["adaptation_gain_plot"] = str(gain_plot)
         selected = selected_adaptation(pl_module)
         if selected is not None and groups is not None:
             selected["validation_users"] = len(datamodule.split.validation_users)
@@ -139,6 +146,8 @@ class ResultsReport(Callback):
                 f"{gain['mean']:+.3f}; helped {gain['helped']:.0%}, hurt {gain['hurt']:.0%}, "
                 f"unchanged {gain['unchanged']:.0%} of {gain['users']}"
             )
+        if gains:
+            lines.append(sign_test_line(gains, gain_plot))
         if gap is not None:
             lines.append(
                 f"\nOn unseen users MRM closes {gap:.0%} of the gap from the global model "
