@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("use", "score candidate responses for a user (or the prior)"),
     "serve": ("serve", "serve a trained model over HTTP (OpenRLHF's reward-model API)"),
     "bench": ("bench", "MRM against its peers on one protocol: table and few-shot curve"),
+    "diagnose": ("diagnose", "is personalization warranted? users' disagreement, before training"),
 }
 
 
