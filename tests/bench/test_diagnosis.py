@@ -107,7 +107,7 @@ def test_two_opposed_groups_differ():
     test = figures["disagreement"]
     assert test["p_value"] < 0.01 and test["p_value"] == 1 / 201
     assert test["own_accuracy"] > test["shared_accuracy"] + 0.15 and test["own_wins"] > 0.6
-    assert figures["verdict"]["line"].startswith("users differ beyond noise (p = 0.00498)")
+    assert figures["verdict"]["line"].startswith("users differ beyond noise (p = 0.00498; own")
     assert figures["oracle_accuracy"] > figures["global_model"]["accuracy"]
 
 

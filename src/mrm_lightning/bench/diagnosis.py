@@ -209,11 +209,17 @@ def verdict(figures: dict, alpha: float) -> dict:
     ceiling_for_anyone = figures.get("oracle_accuracy", 1.0)
     p = figures["disagreement"]["p_value"]
     headroom = 100 * (ceiling_for_anyone - shared_best)
+    shared_best_is = (
+        "consensus ceiling" if measured and consensus["ceiling"] >= glob else "global model"
+    )
+    top = f"oracle {ceiling_for_anyone:.3f}" if "oracle_accuracy" in figures else "1.0"
+    test = figures["disagreement"]
+    gain = f"own judgements {100 * test['own_minus_shared']:+.1f} points over the {test['shared']}"
     differ = p < alpha
     if differ:
         line = (
-            f"users differ beyond noise (p = {p:.3g}): personalization can help by up to "
-            f"{headroom:.0f} points"
+            f"users differ beyond noise (p = {p:.3g}; {gain}): personalization can help by up "
+            f"to {headroom:.0f} points ({top} - {shared_best_is} {shared_best:.3f})"
         )
     else:
         line = f"no evidence that users differ (p = {p:.2g}): expect MRM = global"
@@ -222,9 +228,7 @@ def verdict(figures: dict, alpha: float) -> dict:
         "alpha": alpha,
         "line": line,
         "shared_best": shared_best,
-        "shared_best_is": "consensus ceiling"
-        if measured and consensus["ceiling"] >= glob
-        else "global model",
+        "shared_best_is": shared_best_is,
         "headroom_points": headroom,
         "headroom_to": "oracle" if "oracle_accuracy" in figures else "every pair right",
         "encoder_room_points": 100 * (consensus["ceiling"] - glob) if measured else None,

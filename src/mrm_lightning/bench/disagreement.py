@@ -175,6 +175,7 @@ def disagreement_test(
     result = {
         "statistic": kind,
         "shared_predictor": "consensus of the other raters" if kind == "items" else "global model",
+        "shared": "consensus" if kind == "items" else "global model",
         "own_predictor": "other raters weighted by agreement with the user"
         if kind == "items"
         else "global model plus the user's own correction",
