@@ -54,7 +54,7 @@ def test_bench_runs_from_the_wheel_without_the_source_tree(wheel_venv, tmp_path)
     assert str(wheel_venv) in located and str(REPO) not in located  # the wheel, not the tree
     helped = run(wheel_venv, "bench", "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "mrm bench" in helped.stdout
-    assert helped.stdout.rstrip().endswith("the peers' configs")  # the whole help, not cut
+    assert helped.stdout.rstrip().endswith("(e.g. peers/grids.yaml)")  # the whole help, not cut
     out = tmp_path / "bench"
     args = ["bench", "--config", "tiny", "--methods", "global", "mrm", "--seeds", "0"]
     done = run(wheel_venv, *args, "--max_epochs", "2", "--out", str(out), cwd=tmp_path)

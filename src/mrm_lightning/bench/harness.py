@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from ..data.datamodule import EpisodicDataModule
 from ..training.lightning_cli import MRMCLI, OneLineErrorParser, quiet_known_noise
 from ..training.module import MetaRewardModel
+from .grids import Settings, read_grid, setting_args
 from .methods import METHODS, PEERS, SHOTS
 from .protocol import TruncatedSupport, worst_fraction_mean
 from .report import write_results
@@ -94,8 +95,11 @@ def shots_curve(model: LightningModule, datamodule, seed: int) -> dict[str, floa
     return curve
 
 
-def run_one(method: str, seed: int, args: argparse.Namespace, data_config: Path) -> dict:
-    """Fit with selection on validation, test once, then the few-shot curve."""
+def fit_one(
+    method: str, seed: int, args: argparse.Namespace, data_config: Path, settings: Settings
+) -> tuple[LightningCLI, float]:
+    """Fit ``method`` on ``seed`` with ``settings`` on top of its config, choosing its
+    checkpoint on validation; the CLI (model, data module, trainer) and the seconds taken."""
     overrides = ["--seed_everything", str(seed), "--data.seed", str(seed)]
     if args.source_seed:
         overrides += ["--data.source.init_args.seed", str(seed)]
@@ -110,11 +114,16 @@ def run_one(method: str, seed: int, args: argparse.Namespace, data_config: Path)
         overrides += ["--trainer.max_epochs", str(args.max_epochs)]
         overrides += ["--trainer.check_val_every_n_epoch", str(every)]
     config_args = method_args(method, args.config, data_config, args.peers_dir)
-    cli = build(method, [*config_args, *args.data_overrides, *overrides])
+    cli = build(method, [*config_args, *setting_args(settings), *args.data_overrides, *overrides])
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli, time.perf_counter() - start
+
+
+def test_one(method: str, seed: int, cli: LightningCLI, train_s: float) -> dict:
+    """Test the checkpoint chosen on validation once, then the few-shot curve."""
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
-    trained = time.perf_counter()
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     tested = time.perf_counter()
@@ -127,11 +136,35 @@ def run_one(method: str, seed: int, args: argparse.Namespace, data_config: Path)
         "overall": metrics["test/user_acc"],
         "worst10_unseen": worst_fraction_mean(per_user_unseen(model), 0.1),
         "val_user_acc": float(model.selected_val_accuracy),
-        "train_s": trained - start,
-        "eval_s": tested - trained,
+        "train_s": train_s,
+        "eval_s": tested - start,
         "checkpoint": best,
     }
     record["shots_unseen"] = {**shots_curve(model, datamodule, seed), "all": record["unseen"]}
+    return record
+
+
+def run_one(
+    method: str,
+    seed: int,
+    args: argparse.Namespace,
+    data_config: Path,
+    grid: list[Settings] | None = None,
+) -> dict:
+    """Fit each of the method's ``grid`` settings (none: its config as it is), keep the one
+    best on validation users (the first of a tie), and test only that one."""
+    tried, best, train_s = [], None, 0.0
+    for settings in grid or [{}]:
+        cli, seconds = fit_one(method, seed, args, data_config, settings)
+        train_s += seconds
+        score = float(cli.model.selected_val_accuracy)
+        tried.append({"settings": settings, "val_user_acc": score})
+        if best is None or score > best[0]:
+            best = (score, settings, cli)  # the others are dropped: one model in memory
+    _, settings, cli = best
+    record = test_one(method, seed, cli, train_s)
+    if grid:
+        record["settings"], record["grid"] = settings, tried
     return record
 
 
@@ -149,10 +182,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     data_config = args.out / "data.yaml"  # the data every method shares, kept with results
     data_config.write_text(yaml.safe_dump({"data": data}, sort_keys=False))
     warnings.filterwarnings("ignore")
+    grids = read_grid(args.grid, args.methods) if args.grid else {}
     records = []
     for method in args.methods:
         for seed in args.seeds:
-            records.append(run_one(method, seed, args, data_config))
+            records.append(run_one(method, seed, args, data_config, grids.get(method)))
             print(
                 f"{method} seed {seed}: unseen {records[-1]['unseen']:.3f}, worst 10% "
                 f"{records[-1]['worst10_unseen']:.3f} ({records[-1]['train_s']:.0f} s)"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .grids import describe
 from .protocol import mean_std
 
 COLUMNS = (
@@ -69,6 +70,27 @@ def worst_users_line(summary: dict[str, dict], reference: str = "mrm_rpo") -> st
     return line
 
 
+def tuning_table(records: list[dict], grid_file) -> str:
+    """The budget and what validation chose, per method and seed (``mrm bench --grid``)."""
+    seeds = sorted({r["seed"] for r in records})
+    sizes = {len(r["grid"]) for r in records if "grid" in r}
+    lines = [
+        f"Every method tuned alike ({grid_file}): {', '.join(map(str, sorted(sizes)))} trained "
+        "settings per method and seed, each keeping its in-fit candidates (L2, pull or "
+        "adaptation strength), all chosen on validation users. Chosen (validation accuracy):",
+        "",
+        "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|" + "---|" * len(seeds),
+    ]
+    for method in dict.fromkeys(r["method"] for r in records if "grid" in r):
+        cells = []
+        for seed in seeds:
+            run = next((r for r in records if r["method"] == method and r["seed"] == seed), None)
+            cells.append(f"{describe(run['settings'])} ({run['val_user_acc']:.3f})" if run else "-")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_results(records: list[dict], args) -> dict:
     """Write results.json, results.md and shots.png into ``args.out``; return the summary."""
     out = Path(args.out)
@@ -80,6 +102,7 @@ def write_results(records: list[dict], args) -> dict:
         "max_epochs_override": args.max_epochs,
         # --data.* settings given on the command line, on top of the config's data section
         "data_overrides": list(getattr(args, "data_overrides", [])),
+        "grid": str(args.grid) if getattr(args, "grid", None) else None,
         "summary": summary,
         "runs": records,
     }
@@ -98,6 +121,8 @@ def write_results(records: list[dict], args) -> dict:
         "![unseen-user accuracy against training pairs](shots.png)",
         "",
     ]
+    if any("grid" in r for r in records):
+        text[-2:-2] = [tuning_table(records, getattr(args, "grid", None)), ""]
     if args.max_epochs is not None:
         text.insert(2, f"Trained methods ran {args.max_epochs} epochs (--max_epochs).\n")
     if getattr(args, "data_overrides", None):

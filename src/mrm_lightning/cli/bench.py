@@ -52,6 +52,13 @@ def parser() -> ArgumentParser:
     bench.add_argument(
         "--peers_dir", type=Path, default=CONFIGS / "peers", help="the peers' configs"
     )
+    bench.add_argument(
+        "--grid",
+        type=lambda value: Path(find_config(value)),
+        default=None,
+        help="tune every method alike: a YAML file of method -> settings to try, the same "
+        "number for each, chosen on validation users (e.g. peers/grids.yaml)",
+    )
     return bench
 
 
