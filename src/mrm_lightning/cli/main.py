@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("train", "validate a checkpoint (--ckpt_path) on validation users"),
     "test": ("train", "test a checkpoint (--ckpt_path) on held-out pairs"),
     "predict": ("train", "LightningCLI's predict loop"),
+    "encoder-tune": (
+        "encoder_tune",
+        "stage 0: tune the text encoder into a reward model on training pairs",
+    ),
     "embed": ("embed", "encode a config's texts into its embedding cache (sharded over devices)"),
     "adapt": ("use", "adapt a trained model to users from their pairs: profiles"),
     "score": ("use", "score candidate responses for a user (or the prior)"),

@@ -196,6 +196,13 @@ class TextEncoder:
         )
         self._model = model.to(device).eval().requires_grad_(False)
 
+    def release_model(self, device: torch.device | None = None) -> torch.nn.Module:
+        """Load, and hand the model over to be fine-tuned (stage 0: training/reward_encoder.py);
+        :meth:`tokenize` keeps working, and the encoder keeps no frozen copy of it."""
+        self.load(device)
+        model, self._model = self._model, None
+        return model
+
     @property
     def uses_template(self) -> bool:
         return bool(self.chat_template and getattr(self._tokenizer, "chat_template", None))

@@ -95,17 +95,26 @@ class TextPreferences(PreferenceSource):
 
     def prepare(self) -> None:
         """Make sure the embeddings are cached (the data module's prepare_data)."""
-        self.embeddings(index_texts(self.records())[0])
+        self.embeddings(self.texts())
+
+    def texts(self) -> list[TextInput]:
+        """The distinct texts: row ``i`` of the embedding table is ``texts()[i]``."""
+        return index_texts(self.records())[0]
 
     def load(self) -> PreferenceData:
+        return self.pairs_over(self.embeddings(self.texts()))
+
+    def pairs_over(self, embeddings) -> PreferenceData:
+        """The records' pairs over ``embeddings``, one row per text of :meth:`texts` (its
+        vectors, or a ``[T, 0]`` table where only who judged which texts matters: stage 0)."""
         records = self.records()
-        items, chosen, rejected = index_texts(records)
+        _, chosen, rejected = index_texts(records)
         user, user_ids = ids_of([r.user for r in records])
         unit, _ = ids_of([r.unit for r in records])
         split_code = {TRAIN_SPLIT: TRAIN, TEST_SPLIT: TEST, None: UNUSED}
         given = torch.tensor([split_code[r.split] for r in records])
         return PreferenceData(
-            embeddings=self.embeddings(items),
+            embeddings=embeddings,
             user=user,
             chosen=chosen,
             rejected=rejected,
