@@ -40,7 +40,9 @@ def test_mrm_help_lists_every_command_without_heavy_imports():
     assert heavy == []
 
 
-@pytest.mark.parametrize("command", ["adapt", "score", "serve", "bench", "diagnose"])
+@pytest.mark.parametrize(
+    "command", ["adapt", "score", "serve", "bench", "diagnose", "encoder-tune"]
+)
 def test_argparse_commands_help_without_heavy_imports(command):
     text, heavy = help_output(command, "--help")
     assert text.startswith(f"usage: mrm {command} ")

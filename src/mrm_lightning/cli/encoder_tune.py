@@ -136,12 +136,11 @@ def main(argv: list[str]):
             "max_steps": args.max_steps,
         },
     )
-    for check in record.checks:
-        mark = "  <- saved" if check.step == record.chosen_step else ""
-        print(
-            f"step {check.step:>6} (epoch {check.epoch:.2f}): validation pair accuracy "
-            f"{check.pair_accuracy:.3f}, loss {check.loss:.3f}{mark}"
-        )
+    chosen = record.chosen
+    print(
+        f"chosen: step {chosen.step} (epoch {chosen.epoch:.2f}) of {len(record.checks)} checks, "
+        f"validation pair accuracy {chosen.pair_accuracy:.3f}"
+    )
     print(
         f"Tuned encoder: {args.out}\nUse it: --data.source.init_args.encoder.init_args.model "
         f"{args.out}"

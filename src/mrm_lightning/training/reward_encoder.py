@@ -26,6 +26,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
@@ -220,6 +221,11 @@ class KeepBestCheck(pl.Callback):
         if check.pair_accuracy > best:
             self.record.chosen_step = step
             self.best_state = module.trainable_state()
+        rank_zero_info(
+            f"step {step} (epoch {check.epoch:.2f}): validation pair accuracy "
+            f"{check.pair_accuracy:.3f}, loss {check.loss:.3f}"
+            + (" (best so far: kept)" if self.record.chosen_step == step else "")
+        )
 
 
 def save_encoder(module: EncoderTuning, out: Path, record: TuningRecord) -> Path:
