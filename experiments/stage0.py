@@ -1,6 +1,7 @@
 """Stage 0 measured: the frozen encoder against one tuned for preference, global vs MRM, per seed.
 
-    python experiments/stage0.py --config configs/sbic.yaml --seeds 0 1 2 --epochs 3 \
+    python experiments/stage0.py --config configs/sbic.yaml --seeds 0 1 2 --epochs 1 \
+        --checks-per-epoch 3 \
         --out runs/stage0/sbic   [--data.* overrides, as for mrm bench]
 
 For each seed: ``mrm encoder-tune`` on that seed's split (the seen users' training pairs;
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--checks-per-epoch", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, required=True)
@@ -62,6 +64,7 @@ def main() -> None:
             ["encoder-tune", "--config", args.config, *split, *data_overrides]
             + ["--out", str(encoder), "--epochs", str(args.epochs), "--seed", str(seed)]
             + ["--lr", str(args.lr), "--batch-size", str(args.batch_size)]
+            + ["--checks-per-epoch", str(args.checks_per_epoch)]
         )
         record = json.loads((encoder / "tuning.json").read_text())
         record["seconds"] = round(time.perf_counter() - started, 1)
