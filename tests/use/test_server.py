@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from math import exp
 
 import pytest
 import uvicorn
@@ -153,7 +154,9 @@ def test_health_adapt_and_rewards_equal_the_python_api(servers):
     assert mixed["rewards"] == pytest.approx([expected[0], prior, expected[2]], abs=1e-5)
     status, anonymous = call(base, "/get_reward", {"query": queries[1:2], "prompts": prompts[1:2]})
     assert anonymous == {"rewards": pytest.approx([prior], abs=1e-5), "profiles": ["prior"],
-                         "profile": "prior"}  # fmt: skip
+                         "profile": "prior", "scores": pytest.approx([1 / (1 + exp(-prior))]),
+                         "extra_logs": {"personalized": [0.0]}}  # fmt: skip
+    assert mixed["extra_logs"] == {"personalized": [1.0, 0.0, 1.0]}
     # a query that does not start with its prompt is all response
     status, whole = call(base, "/get_reward", {"query": ["water"], "prompts": ["other"]})
     assert whole["rewards"] == pytest.approx(model.score("other", ["water"]), abs=1e-5)
@@ -236,3 +239,42 @@ def test_an_unexpected_failure_is_a_500_with_one_line_and_no_traceback(tmp_path)
         assert call(base, "/health")[0] == 200  # and the server goes on
     assert status == 500
     assert answer == {"detail": "internal error: RuntimeError: boom"}
+
+
+def test_openrlhf_labels_name_each_items_user(text_model, tmp_path):  # noqa: F811
+    """OpenRLHF sends no user field: with --user-field labels, each item's label (the dataset
+    column --data.label_key names) picks its profile; "" is the prior."""
+    ckpt, pairs, _ = text_model
+    model = PersonalizedRewardModel.from_checkpoint(ckpt, device="cpu")
+    store = tmp_path / "profiles.db"
+    records = [r for r in read_pairs(pairs) if r.user == "u3"]
+    with ProfileStore(store, checkpoint=model.digest) as profiles:
+        profiles.put("u3", model.adapt(records))
+        profile = profiles.get("u3")
+    prompt, response = "explain clouds", "water"
+    personal = model.score(prompt, [response], profile)[0]
+    prior = model.score(prompt, [response])[0]
+    # OpenRLHF's single-turn executor: one sample a request, query = prompt + response
+    body = {"query": [prompt + " " + response], "prompts": [prompt]}
+    by_labels = create_app(model, store, user_field="labels")
+    with serving_in_a_thread(by_labels) as base:
+        for label in ("u3", {"user_id": "u3"}, '{"user_id": "u3"}'):
+            status, answer = call(base, "/get_reward", {**body, "labels": [label]})
+            assert status == 200, answer
+            assert answer["rewards"] == pytest.approx([personal], abs=1e-5)
+            assert answer["scores"] == pytest.approx([1 / (1 + exp(-personal))], abs=1e-5)
+            assert answer["extra_logs"] == {"personalized": [1.0]}
+        status, answer = call(base, "/get_reward", {**body, "labels": [""]})
+        assert answer["rewards"] == pytest.approx([prior], abs=1e-5)
+        assert answer["extra_logs"] == {"personalized": [0.0]}
+        # an explicit user_id still wins over the label
+        status, answer = call(base, "/get_reward", {**body, "labels": ["ghost"], "user_id": "u3"})
+        assert answer["profiles"] == ["u3"]
+        status, answer = call(base, "/get_reward", {**body, "labels": [1.5]})
+        assert status == 400 and "labels[0] is 1.5" in answer["detail"]
+        status, answer = call(base, "/get_reward", {**body, "labels": ["u3", "u3"]})
+        assert status == 400 and "'labels' has 2 items" in answer["detail"]
+    # without --user-field labels the labels are ignored, as before
+    with serving_in_a_thread(create_app(model, store)) as base:
+        status, answer = call(base, "/get_reward", {**body, "labels": ["u3"]})
+        assert answer["profiles"] == ["prior"]

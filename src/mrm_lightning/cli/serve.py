@@ -1,7 +1,7 @@
 """``mrm serve``: a trained checkpoint over HTTP (:mod:`mrm_lightning.use.server`).
 
 mrm serve --ckpt best.ckpt --store profiles.db --port 5000 [--host 127.0.0.1]
-          [--unknown-user prior|error]
+          [--unknown-user prior|error] [--user-field user_id|labels]
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ def parser() -> argparse.ArgumentParser:
         default="prior",
         help="a user with no profile: score with the model's prior, or answer 404",
     )
+    serve.add_argument(
+        "--user-field",
+        choices=["user_id", "labels"],
+        default="user_id",
+        help="where /get_reward finds each item's user besides user_id/user_ids: labels reads "
+        "OpenRLHF's labels (run OpenRLHF with --data.label_key user_id): an id, "
+        '{"user_id": ...}, or that object as JSON; "" for the prior',
+    )
     serve.add_argument("--cache-dir", help="embedding cache to read and fill (optional)")
     serve.add_argument("--device", default="auto", help="where the encoder runs")
     serve.add_argument(
@@ -50,4 +58,12 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
     model = PersonalizedRewardModel.from_checkpoint(
         args.ckpt, device=args.device, cache_dir=args.cache_dir
     )
-    serve(model, args.store, args.host, args.port, args.unknown_user, args.log_level)
+    serve(
+        model,
+        args.store,
+        args.host,
+        args.port,
+        args.unknown_user,
+        args.log_level,
+        user_field=args.user_field,
+    )

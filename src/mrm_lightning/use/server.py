@@ -1,7 +1,7 @@
 """``mrm serve``: a personalized reward model over HTTP (FastAPI + uvicorn).
 
 mrm serve --ckpt best.ckpt --store profiles.db --port 5000 [--host 127.0.0.1]
-          [--unknown-user prior|error]
+          [--unknown-user prior|error] [--user-field user_id|labels]
 
 Endpoints (JSON in, JSON out):
 
@@ -9,16 +9,24 @@ Endpoints (JSON in, JSON out):
 
     {"query": ["<prompt><response>", ...], "prompts": ["<prompt>", ...],
      "user_id": "u17"}                      (one user for the whole request), or
-     "user_ids": ["u17", "u3", ...]}        (one per item; neither: the prior)
-    -> {"rewards": [...], "profiles": ["u17", "prior", ...], "profile": "u17"}
+     "user_ids": ["u17", "u3", ...]}        (one per item; neither: the prior), or
+     "labels": ["u17", ...]}                (one per item, with --user-field labels)
+    -> {"rewards": [...], "scores": [...], "extra_logs": {"personalized": [1.0, 0.0, ...]},
+        "profiles": ["u17", "prior", ...], "profile": "u17"}
 
   OpenRLHF sends each full text (prompt and response, as generated) in ``query`` and the
   prompt in ``prompts``. The response is the query with the prompt removed from its start
   where the query starts with the prompt, else the whole query; either way with whitespace
   stripped from both ends. ``profiles`` names the profile that scored each item (the user
-  id, or ``prior``); ``profile`` is there when one profile scored them all. Other fields
-  (OpenRLHF's ``labels``) are ignored. A user with no profile gets the prior, or HTTP 404
-  with ``--unknown-user error`` (where a request naming no user is refused with 400).
+  id, or ``prior``); ``profile`` is there when one profile scored them all. ``scores`` are
+  ``sigmoid(reward)`` (the Bradley-Terry probability of beating a response of reward 0: in
+  [0, 1], for OpenRLHF's dynamic filtering); ``extra_logs`` are per-item numbers OpenRLHF
+  logs (``personalized``: 1 where a user's profile scored the item, 0 for the prior).
+  OpenRLHF sends no user field; with ``--user-field labels`` each item's ``labels`` entry
+  names its user (:mod:`.request_users`: an id, ``{"user_id": ...}`` or that as JSON; ``""``
+  for nobody), and ``user_id`` / ``user_ids`` still win where given. Otherwise ``labels`` are
+  ignored. A user with no profile gets the prior, or HTTP 404 with ``--unknown-user error``
+  (where an item naming no user is refused with 400).
 
 ``POST /adapt``: ``{"user_id": "u17", "pairs": [{"prompt", "chosen", "rejected",
   "history"?}, ...]}`` adapts the model to the user and adds or replaces their profile in the
@@ -49,6 +57,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .inference import PersonalizedRewardModel
 from .profiles import ProfileError, ProfileStore, UserProfile
+from .request_users import LabelError, users_of_labels, win_probability
 
 logger = logging.getLogger("mrm_lightning.use.server")
 PRIOR = "prior"
@@ -56,11 +65,12 @@ T = TypeVar("T")
 
 
 class RewardRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenRLHF also sends "labels"
+    model_config = ConfigDict(extra="ignore")
     query: list[str]
     prompts: list[str]
     user_id: str | None = None
     user_ids: list[str] | None = None
+    labels: list[Any] | None = None  # OpenRLHF's: the users, with --user-field labels
 
 
 class Message(BaseModel):
@@ -90,11 +100,15 @@ def create_app(
     model: PersonalizedRewardModel,
     store: ProfileStore | str | Path,
     unknown_user: Literal["prior", "error"] = "prior",
+    user_field: Literal["user_id", "labels"] = "user_id",
 ) -> FastAPI:
     """The server's app. ``store`` is the profile store's path (of a ProfileStore, only its
-    path is used: the app opens its own connection in its worker thread, as SQLite asks)."""
+    path is used: the app opens its own connection in its worker thread, as SQLite asks).
+    ``user_field``: ``labels`` also reads each item's user from ``labels`` (OpenRLHF)."""
     if unknown_user not in ("prior", "error"):
         raise ValueError(f"unknown_user must be 'prior' or 'error', got {unknown_user!r}")
+    if user_field not in ("user_id", "labels"):
+        raise ValueError(f"user_field must be 'user_id' or 'labels', got {user_field!r}")
     path = store.path if isinstance(store, ProfileStore) else str(store)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrm-model")
     opened: list[ProfileStore] = []  # the worker thread's connection, opened on first use
@@ -141,10 +155,30 @@ def create_app(
         except ValueError as error:
             raise HTTPException(400, str(error)) from None
         names = [PRIOR if found[u] is None else u for u in users]
-        answer: dict[str, Any] = {"rewards": scores, "profiles": names}
-        if body.user_ids is None:
-            answer["profile"] = PRIOR if found[users[0]] is None else users[0]
+        answer: dict[str, Any] = {
+            "rewards": scores,
+            "scores": [win_probability(r) for r in scores],
+            "extra_logs": {"personalized": [float(found[u] is not None) for u in users]},
+            "profiles": names,
+        }
+        if len(set(names)) == 1:
+            answer["profile"] = names[0]
         return answer
+
+    def users_of(body: RewardRequest) -> list[str | None]:
+        """Each item's user: ``user_id`` (all), ``user_ids``, or ``labels`` where read."""
+        if body.user_id is not None or body.user_ids is not None:
+            return body.user_ids or [body.user_id] * len(body.query)
+        if user_field != "labels" or body.labels is None:
+            return [None] * len(body.query)
+        if len(body.labels) != len(body.query):
+            raise HTTPException(
+                400, f"'labels' has {len(body.labels)} items but 'query' {len(body.query)}"
+            )
+        try:
+            return users_of_labels(body.labels)
+        except LabelError as error:
+            raise HTTPException(400, f"{error} (--user-field labels)") from None
 
     @app.post("/get_reward")
     async def get_reward(body: RewardRequest) -> dict[str, Any]:
@@ -158,13 +192,16 @@ def create_app(
             raise HTTPException(
                 400, f"'user_ids' has {len(body.user_ids)} items but 'query' {len(body.query)}"
             )
-        if body.user_id is None and body.user_ids is None and unknown_user == "error":
+        users = users_of(body)
+        if unknown_user == "error" and None in users:
+            field = "'labels'" if user_field == "labels" else "'user_id' or 'user_ids'"
             raise HTTPException(
-                400, "name the user: 'user_id' or 'user_ids' (--unknown-user error)"
+                400,
+                f"name the user of item {users.index(None)}: {field} (--unknown-user error)",
             )
-        users = body.user_ids if body.user_ids is not None else [body.user_id] * len(body.query)
         if not users:
-            return {"rewards": [], "profiles": []}
+            return {"rewards": [], "scores": [], "extra_logs": {"personalized": []},
+                    "profiles": []}  # fmt: skip
         return await on_worker(lambda: rewards(body, users))
 
     def adapt(body: AdaptRequest) -> dict[str, Any]:
@@ -217,6 +254,7 @@ def serve(
     port: int = 5000,
     unknown_user: Literal["prior", "error"] = "prior",
     log_level: str = "info",
+    user_field: Literal["user_id", "labels"] = "user_id",
 ) -> None:
     """Check that the encoder and the store open (fail now, not on the first request), then
     serve until interrupted."""
@@ -226,5 +264,5 @@ def serve(
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
-    app = create_app(model, store_path, unknown_user)
+    app = create_app(model, store_path, unknown_user, user_field)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
