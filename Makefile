@@ -30,6 +30,7 @@ train: install ## meta-train MRM on the synthetic population, test it, print the
 	$(VENV)/bin/mrm fit --config configs/synthetic.yaml
 
 test: install ## run every test (what CI runs)
+	-$(PY) -m tests.openrlhf_client  # OpenRLHF's reward client, for its test (skips offline)
 	$(PY) -m pytest $(PYTEST_FLAGS)
 
 test-quick: install ## skip tests marked slow, for iteration
