@@ -15,10 +15,14 @@ Endpoints (JSON in, JSON out):
         "profiles": ["u17", "prior", ...], "profile": "u17"}
 
   OpenRLHF sends each full text (prompt and response, as generated) in ``query`` and the
-  prompt in ``prompts``. The response is the query with the prompt removed from its start
-  where the query starts with the prompt, else the whole query; either way with whitespace
-  stripped from both ends. ``profiles`` names the profile that scored each item (the user
-  id, or ``prior``); ``profile`` is there when one profile scored them all. ``scores`` are
+  prompt in ``prompts``. A query rendered with a known chat template (ChatML/Qwen, Llama 3,
+  Mistral/Llama 2, Gemma, Phi-3, Zephyr: :mod:`.chat_templates`) is scored as its plain
+  (history, prompt, response), markup and special tokens removed. Otherwise the response is
+  the query with the prompt removed from its start where the query starts with the prompt,
+  else the whole query; either way with whitespace stripped from both ends.
+
+  ``profiles`` names the profile that scored each item (the user id, or ``prior``);
+  ``profile`` is there when one profile scored them all. ``scores`` are
   ``sigmoid(reward)`` (the Bradley-Terry probability of beating a response of reward 0: in
   [0, 1], for OpenRLHF's dynamic filtering); ``extra_logs`` are per-item numbers OpenRLHF
   logs (``personalized``: 1 where a user's profile scored the item, 0 for the prior).
@@ -55,6 +59,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from .chat_templates import parse_templated
 from .inference import PersonalizedRewardModel
 from .profiles import ProfileError, ProfileStore, UserProfile
 from .request_users import LabelError, users_of_labels, win_probability
@@ -88,6 +93,13 @@ class Pair(BaseModel):
 class AdaptRequest(BaseModel):
     user_id: str
     pairs: list[Pair]
+
+
+def item_of(query: str, prompt: str) -> tuple[tuple[tuple[str, str], ...], str, str]:
+    """(history, prompt, response) of one query: parsed from its chat template where a known
+    one renders it (:mod:`.chat_templates`), else the prompt and :func:`response_of`."""
+    parsed = parse_templated(query, prompt)
+    return parsed if parsed is not None else ((), prompt, response_of(query, prompt))
 
 
 def response_of(query: str, prompt: str) -> str:
@@ -149,7 +161,7 @@ def create_app(
         if unknown and unknown_user == "error":
             named = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
             raise HTTPException(404, f"no profile of user {named} (--unknown-user error)")
-        items = [((), p, response_of(q, p)) for q, p in zip(body.query, body.prompts)]
+        items = [item_of(q, p) for q, p in zip(body.query, body.prompts)]
         try:
             scores = model.score_items(items, [found[u] for u in users])
         except ValueError as error:
