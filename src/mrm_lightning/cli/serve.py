@@ -2,12 +2,15 @@
 
 mrm serve --ckpt best.ckpt --store profiles.db --port 5000 [--host 127.0.0.1]
           [--unknown-user prior|error] [--user-field user_id|labels]
+          [--api-key KEY | MRM_API_KEY] [--read-key KEY | MRM_READ_KEY] [--read-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
+from ..use.access import API_KEY_ENV, READ_KEY_ENV, AccessRules
 from .errors import ArgumentParser
 
 
@@ -37,6 +40,20 @@ def parser() -> argparse.ArgumentParser:
         "OpenRLHF's labels (run OpenRLHF with --data.label_key user_id): an id, "
         '{"user_id": ...}, or that object as JSON; "" for the prior',
     )
+    serve.add_argument(
+        "--api-key",
+        default=None,
+        help=f"the key writes (POST /adapt) need as 'Authorization: Bearer KEY'; better set "
+        f"{API_KEY_ENV}, which no process listing shows",
+    )
+    serve.add_argument(
+        "--read-key",
+        default=None,
+        help=f"a key POST /get_reward needs (the write key also reads); or {READ_KEY_ENV}",
+    )
+    serve.add_argument(
+        "--read-only", action="store_true", help="refuse every write (403), keys or not"
+    )
     serve.add_argument("--cache-dir", help="embedding cache to read and fill (optional)")
     serve.add_argument("--device", default="auto", help="where the encoder runs")
     serve.add_argument(
@@ -51,6 +68,11 @@ def parser() -> argparse.ArgumentParser:
 def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
     """Run ``mrm serve ...`` (``argv``: the arguments after ``serve``) until interrupted."""
     args = parser().parse_args(argv)
+    access = AccessRules(  # a key too short to be a token fails here, before anything loads
+        write_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        read_key=args.read_key or os.environ.get(READ_KEY_ENV) or None,
+        read_only=args.read_only,
+    )
     from ..use.inference import PersonalizedRewardModel
     from ..use.server import serve
 
@@ -66,4 +88,5 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
         args.unknown_user,
         args.log_level,
         user_field=args.user_field,
+        access=access,
     )

@@ -39,6 +39,11 @@ Endpoints (JSON in, JSON out):
 ``GET /health``: ``{"status": "ok", "checkpoint": sha256, "encoder": model name or null,
   "users": N, "unknown_user": "prior"|"error"}``.
 
+Keys (:mod:`.access`): with a write key every ``/adapt`` needs ``Authorization: Bearer KEY``
+(401 without one, 403 with another); with a read key ``/get_reward`` does too; ``--read-only``
+refuses writes with 403; ``/health`` is always open. Listening beyond loopback with writes
+open logs a warning at start.
+
 Errors are JSON ``{"detail": ...}``: 422 for a body of the wrong shape (FastAPI's check),
 400 / 404 for requests the model cannot serve, 500 with one line (logged, no traceback
 sent) for anything unexpected. The model and the store are used from one worker thread, one
@@ -55,10 +60,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from .access import AccessRules, Refusal, exposure_warning
 from .chat_templates import parse_templated
 from .inference import PersonalizedRewardModel
 from .profiles import ProfileError, ProfileStore, UserProfile
@@ -113,10 +119,13 @@ def create_app(
     store: ProfileStore | str | Path,
     unknown_user: Literal["prior", "error"] = "prior",
     user_field: Literal["user_id", "labels"] = "user_id",
+    access: AccessRules | None = None,
 ) -> FastAPI:
     """The server's app. ``store`` is the profile store's path (of a ProfileStore, only its
     path is used: the app opens its own connection in its worker thread, as SQLite asks).
-    ``user_field``: ``labels`` also reads each item's user from ``labels`` (OpenRLHF)."""
+    ``user_field``: ``labels`` also reads each item's user from ``labels`` (OpenRLHF).
+    ``access``: the keys writes and reads need (:mod:`.access`; None: open)."""
+    rules = access or AccessRules()
     if unknown_user not in ("prior", "error"):
         raise ValueError(f"unknown_user must be 'prior' or 'error', got {unknown_user!r}")
     if user_field not in ("user_id", "labels"):
@@ -192,7 +201,18 @@ def create_app(
         except LabelError as error:
             raise HTTPException(400, f"{error} (--user-field labels)") from None
 
-    @app.post("/get_reward")
+    def allowed(check: Callable[[str | None], Refusal | None]):
+        """A dependency that refuses the request (401/403) unless ``check`` lets it through."""
+
+        async def dependency(authorization: str | None = Header(default=None)) -> None:
+            refusal = check(authorization)
+            if refusal is not None:
+                challenge = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
+                raise HTTPException(refusal.status, refusal.message, headers=challenge)
+
+        return Depends(dependency)
+
+    @app.post("/get_reward", dependencies=[allowed(rules.check_read)])
     async def get_reward(body: RewardRequest) -> dict[str, Any]:
         if len(body.query) != len(body.prompts):
             raise HTTPException(
@@ -236,7 +256,7 @@ def create_app(
             "users": len(store.users()),
         }
 
-    @app.post("/adapt")
+    @app.post("/adapt", dependencies=[allowed(rules.check_write)])
     async def adapt_user(body: AdaptRequest) -> dict[str, Any]:
         if not body.user_id:
             raise HTTPException(400, "'user_id' must not be empty")
@@ -267,6 +287,7 @@ def serve(
     unknown_user: Literal["prior", "error"] = "prior",
     log_level: str = "info",
     user_field: Literal["user_id", "labels"] = "user_id",
+    access: AccessRules | None = None,
 ) -> None:
     """Check that the encoder and the store open (fail now, not on the first request), then
     serve until interrupted."""
@@ -276,5 +297,9 @@ def serve(
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
-    app = create_app(model, store_path, unknown_user, user_field)
+    access = access or AccessRules()
+    warning = exposure_warning(host, access)
+    if warning:
+        logger.warning(warning)
+    app = create_app(model, store_path, unknown_user, user_field, access)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
