@@ -11,6 +11,7 @@ import argparse
 import os
 
 from ..use.access import API_KEY_ENV, READ_KEY_ENV, AccessRules
+from ..use.limits import RequestLimits
 from .errors import ArgumentParser
 
 
@@ -54,6 +55,18 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--read-only", action="store_true", help="refuse every write (403), keys or not"
     )
+    serve.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=16.0,
+        help="the largest request body (413 beyond, before it is read)",
+    )
+    serve.add_argument(
+        "--max-items", type=int, default=4096, help="queries or pairs a request (413 beyond)"
+    )
+    serve.add_argument(
+        "--max-text-chars", type=int, default=65536, help="characters a text (413 beyond)"
+    )
     serve.add_argument("--cache-dir", help="embedding cache to read and fill (optional)")
     serve.add_argument("--device", default="auto", help="where the encoder runs")
     serve.add_argument(
@@ -73,6 +86,11 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
         read_key=args.read_key or os.environ.get(READ_KEY_ENV) or None,
         read_only=args.read_only,
     )
+    limits = RequestLimits(
+        max_body_bytes=int(args.max_body_mb * (1 << 20)),
+        max_items=args.max_items,
+        max_text_chars=args.max_text_chars,
+    )
     from ..use.inference import PersonalizedRewardModel
     from ..use.server import serve
 
@@ -89,4 +107,5 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
         args.log_level,
         user_field=args.user_field,
         access=access,
+        limits=limits,
     )

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -61,12 +62,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from .access import AccessRules, Refusal, exposure_warning
 from .chat_templates import parse_templated
 from .inference import PersonalizedRewardModel
+from .limits import BodySizeLimit, RequestLimits, check_sizes, validation_details
 from .profiles import ProfileError, ProfileStore, UserProfile
 from .request_users import LabelError, users_of_labels, win_probability
 
@@ -120,36 +123,52 @@ def create_app(
     unknown_user: Literal["prior", "error"] = "prior",
     user_field: Literal["user_id", "labels"] = "user_id",
     access: AccessRules | None = None,
+    limits: RequestLimits | None = None,
 ) -> FastAPI:
     """The server's app. ``store`` is the profile store's path (of a ProfileStore, only its
     path is used: the app opens its own connection in its worker thread, as SQLite asks).
     ``user_field``: ``labels`` also reads each item's user from ``labels`` (OpenRLHF).
-    ``access``: the keys writes and reads need (:mod:`.access`; None: open)."""
-    rules = access or AccessRules()
+    ``access``: the keys writes and reads need (:mod:`.access`; None: open). ``limits``:
+    the largest body, item count and text a request may hold (:mod:`.limits`)."""
+    rules, limits = access or AccessRules(), limits or RequestLimits()
     if unknown_user not in ("prior", "error"):
         raise ValueError(f"unknown_user must be 'prior' or 'error', got {unknown_user!r}")
     if user_field not in ("user_id", "labels"):
         raise ValueError(f"user_field must be 'user_id' or 'labels', got {user_field!r}")
     path = store.path if isinstance(store, ProfileStore) else str(store)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrm-model")
-    opened: list[ProfileStore] = []  # the worker thread's connection, opened on first use
+    # /health has a thread and a store connection of its own: a long scoring request on the
+    # model's thread never delays a probe
+    prober = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrm-probe")
+    opened: dict[str, ProfileStore] = {}  # each thread's connection, opened on first use
 
     def the_store() -> ProfileStore:
-        if not opened:
-            opened.append(ProfileStore(path, checkpoint=model.digest))
-        return opened[0]
+        thread = threading.current_thread().name
+        if thread not in opened:
+            opened[thread] = ProfileStore(path, checkpoint=model.digest)
+        return opened[thread]
 
-    async def on_worker(work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(worker, work)
+    def close_this_threads_store() -> None:
+        store = opened.pop(threading.current_thread().name, None)
+        if store is not None:
+            store.close()
+
+    async def on_worker(work: Callable[[], T], executor: ThreadPoolExecutor = worker) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, work)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        if opened:
-            await on_worker(opened[0].close)
-        worker.shutdown(wait=True)
+        for executor in (worker, prober):
+            await on_worker(close_this_threads_store, executor)
+            executor.shutdown(wait=True)
 
     app = FastAPI(title="mrm reward server", lifespan=lifespan)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_details(error.errors())}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -224,6 +243,12 @@ def create_app(
             raise HTTPException(
                 400, f"'user_ids' has {len(body.user_ids)} items but 'query' {len(body.query)}"
             )
+        check_sizes(
+            limits,
+            len(body.query),
+            [(f"query[{i}]", q) for i, q in enumerate(body.query)]
+            + [(f"prompts[{i}]", p) for i, p in enumerate(body.prompts)],
+        )
         users = users_of(body)
         if unknown_user == "error" and None in users:
             field = "'labels'" if user_field == "labels" else "'user_id' or 'user_ids'"
@@ -262,11 +287,22 @@ def create_app(
             raise HTTPException(400, "'user_id' must not be empty")
         if not body.pairs:
             raise HTTPException(400, "'pairs' must hold at least one pair")
+        texts = [
+            (f"pairs[{i}].{name}", text)
+            for i, pair in enumerate(body.pairs)
+            for name, text in [
+                ("prompt", pair.prompt),
+                ("chosen", pair.chosen),
+                ("rejected", pair.rejected),
+                *((f"history[{j}]", m.content) for j, m in enumerate(pair.history)),
+            ]
+        ]
+        check_sizes(limits, len(body.pairs), texts)
         return await on_worker(lambda: adapt(body))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        users = await on_worker(lambda: len(the_store().users()))
+        users = await on_worker(lambda: len(the_store().users()), prober)
         identity = (model.encoder_info or {}).get("identity") or {}
         return {
             "status": "ok",
@@ -288,6 +324,7 @@ def serve(
     log_level: str = "info",
     user_field: Literal["user_id", "labels"] = "user_id",
     access: AccessRules | None = None,
+    limits: RequestLimits | None = None,
 ) -> None:
     """Check that the encoder and the store open (fail now, not on the first request), then
     serve until interrupted."""
@@ -301,5 +338,6 @@ def serve(
     warning = exposure_warning(host, access)
     if warning:
         logger.warning(warning)
-    app = create_app(model, store_path, unknown_user, user_field, access)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    app = create_app(model, store_path, unknown_user, user_field, access, limits)
+    # SIGTERM: stop taking requests, give those in flight a few seconds, then stop
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

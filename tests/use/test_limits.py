@@ -1,0 +1,117 @@
+"""No single request can stall `mrm serve`: bodies, items and texts have limits (413 naming
+the limit, never echoing the input), and /health answers while a long request is scored."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from mrm_lightning.use.limits import RequestLimits, check_sizes, validation_details
+from mrm_lightning.use.server import create_app
+from tests.use.test_server import call, serving_in_a_thread
+
+
+class SlowModel:
+    """Scores every item 0.5 after ``seconds``: a big request, without the big request."""
+
+    digest, encoder_info = "0" * 64, None
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+
+    def score_items(self, items, profiles):
+        time.sleep(self.seconds)
+        return [0.5] * len(items)
+
+
+def test_check_sizes_names_the_limit_and_the_item():
+    limits = RequestLimits(max_items=2, max_text_chars=5)
+    check_sizes(limits, 2, [("query[0]", "12345")])
+    with pytest.raises(Exception, match=r"3 items: at most 2 a request \(--max-items\)"):
+        check_sizes(limits, 3, [])
+    with pytest.raises(Exception, match=r"query\[1\] has 6 characters: at most 5"):
+        check_sizes(limits, 2, [("query[0]", "a"), ("query[1]", "123456")])
+
+
+def test_validation_details_drop_the_values_sent():
+    errors = [{"type": "list_type", "loc": ("body", "query"), "msg": "m", "input": "x" * 99}]
+    assert validation_details(errors) == [{"type": "list_type", "loc": ("body", "query"),
+                                           "msg": "m"}]  # fmt: skip
+
+
+def raw_post(base: str, head_length: int, body: bytes) -> tuple[int, bytes]:
+    """POST declaring ``head_length`` bytes but sending only ``body``; the status and answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {head_length}\r\n\r\n".encode()
+            + body
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer) < 200:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.split(b"\r\n\r\n", 1)[1]
+
+
+def test_big_bodies_are_refused_before_they_are_read(tmp_path):
+    app = create_app(SlowModel(), tmp_path / "p.db", limits=RequestLimits(max_body_bytes=4096))
+    with serving_in_a_thread(app) as base:
+        started = time.monotonic()
+        status, body = raw_post(base, 70 << 20, b'{"query": ["' + b"x" * 1000)  # 70 MB declared
+        assert status == 413 and time.monotonic() - started < 1.0
+        assert b"--max-body-mb" in body and b"xxxx" not in body
+        # streamed without a length (chunked), cut off once past the limit
+        host, port = base.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        chunks = iter([b'{"query": ["', b"y" * 3000, b"y" * 3000, b'"], "prompts": ["p"]}'])
+        connection.request("POST", "/get_reward", body=chunks, encode_chunked=True,
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+        answer = connection.getresponse()
+        detail = json.loads(answer.read())["detail"]
+        assert answer.status == 413 and "over 4096 bytes" in detail
+        connection.close()
+        assert call(base, "/health")[0] == 200  # and it goes on serving
+
+
+def test_items_and_texts_over_the_limits_and_no_echo(tmp_path):
+    limits = RequestLimits(max_items=3, max_text_chars=100)
+    with serving_in_a_thread(create_app(SlowModel(), tmp_path / "p.db", limits=limits)) as base:
+        status, answer = call(base, "/get_reward", {"query": ["a"] * 4, "prompts": ["a"] * 4})
+        assert status == 413 and "at most 3 a request" in answer["detail"]
+        status, answer = call(base, "/get_reward", {"query": ["z" * 101], "prompts": [""]})
+        assert status == 413 and "query[0] has 101 characters" in answer["detail"]
+        pairs = [{"prompt": "p", "chosen": "c" * 101, "rejected": "r"}]
+        status, answer = call(base, "/adapt", {"user_id": "u", "pairs": pairs})
+        assert status == 413 and "pairs[0].chosen" in answer["detail"]
+        # a body of the wrong shape: where and what, never the value sent back
+        status, answer = call(base, "/get_reward", {"query": "q" * 5000, "prompts": ["p"]})
+        assert status == 422 and "qqqq" not in json.dumps(answer)
+        assert answer["detail"][0]["loc"] == ["body", "query"]
+
+
+def test_health_answers_while_a_long_request_is_scored(tmp_path):
+    with serving_in_a_thread(create_app(SlowModel(seconds=4.0), tmp_path / "p.db")) as base:
+        results = {}
+        scoring = threading.Thread(
+            target=lambda: results.update(
+                answer=call(base, "/get_reward", {"query": ["q"], "prompts": ["p"]})
+            )
+        )
+        scoring.start()
+        time.sleep(0.5)  # the request is on the model's thread now
+        for _ in range(3):
+            started = time.monotonic()
+            assert call(base, "/health")[0] == 200
+            assert time.monotonic() - started < 1.0
+        scoring.join(timeout=30)
+        assert results["answer"][0] == 200
