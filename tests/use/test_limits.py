@@ -115,3 +115,63 @@ def test_health_answers_while_a_long_request_is_scored(tmp_path):
             assert time.monotonic() - started < 1.0
         scoring.join(timeout=30)
         assert results["answer"][0] == 200
+
+
+class InfiniteModel(SlowModel):
+    """A model whose rewards overflow, as a damaged checkpoint's would."""
+
+    def score_items(self, items, profiles):
+        from mrm_lightning.use.inference import NonFiniteReward
+
+        raise NonFiniteReward("item 0: the reward is inf (1 of 1 items not finite)")
+
+
+def test_a_non_finite_reward_is_a_500_with_a_message_never_null(tmp_path):
+    with serving_in_a_thread(create_app(InfiniteModel(), tmp_path / "p.db")) as base:
+        status, answer = call(base, "/get_reward", {"query": ["q"], "prompts": ["p"]})
+    assert status == 500 and "not finite" in answer["detail"] and "rewards" not in answer
+
+
+def test_absurd_weights_are_refused_when_written_and_read(tmp_path):
+    import dataclasses
+    import sqlite3
+
+    from mrm_lightning.use.profiles import (
+        INNER_KEYS,
+        STANDARDIZATION_KEYS,
+        ProfileError,
+        ProfileStore,
+        UserProfile,
+    )
+
+    good = UserProfile(
+        weights=[0.5, -0.2],
+        checkpoint="0" * 64,
+        encoder=None,
+        standardization={key: 1.0 for key in STANDARDIZATION_KEYS},
+        inner={key: 1 for key in INNER_KEYS},
+        num_pairs=3,
+        created_at="now",
+    )
+    with ProfileStore(tmp_path / "s.db") as store:
+        with pytest.raises(ProfileError, match="beyond"):
+            store.put("u", dataclasses.replace(good, weights=[1e308, 0.0]))
+        store.put("u", good)
+    with sqlite3.connect(tmp_path / "s.db") as db:  # a forged row, written around the store
+        (text,) = db.execute("SELECT profile FROM profiles WHERE user = 'u'").fetchone()
+        db.execute("UPDATE profiles SET profile = ?", (text.replace("0.5", "1e308"),))
+    with ProfileStore(tmp_path / "s.db") as store, pytest.raises(ProfileError, match="beyond"):
+        store.get("u")
+
+
+def test_adapt_drops_what_the_file_readers_drop(tmp_path):
+    from tests.use.test_server import Broken  # never reached: nothing usable to adapt from
+
+    with serving_in_a_thread(create_app(Broken(), tmp_path / "p.db")) as base:
+        pairs = [
+            {"prompt": "p", "chosen": "same", "rejected": "same"},
+            {"prompt": "p", "chosen": " ", "rejected": "x"},
+        ]
+        status, answer = call(base, "/adapt", {"user_id": "u", "pairs": pairs})
+    assert status == 400
+    assert "1 identical chosen and rejected, 1 empty response text" in answer["detail"]

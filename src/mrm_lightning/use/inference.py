@@ -14,6 +14,7 @@ None for a model trained on embeddings only).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -57,6 +58,11 @@ def _text_pair(pair: Any) -> tuple[tuple, str, str, str]:
 def _turns(history) -> list[tuple[str, str]]:
     """History as (role, content): from pairs, or from ``{"role", "content"}`` dicts."""
     return [(t["role"], t["content"]) if isinstance(t, Mapping) else tuple(t) for t in history]
+
+
+class NonFiniteReward(ValueError):
+    """A reward came out NaN or infinite: a damaged profile or checkpoint (the server answers
+    500: not the request's fault; the command line, one error line)."""
 
 
 class PersonalizedRewardModel:
@@ -350,6 +356,12 @@ class PersonalizedRewardModel:
         for profile, rows in groups.values():
             for row, reward in zip(rows, self.score_embeddings(vectors[rows], profile)):
                 rewards[row] = reward
+        bad = [row for row, reward in enumerate(rewards) if not math.isfinite(reward)]
+        if bad:  # never a NaN or inf handed on to a trainer (or null in a JSON answer)
+            raise NonFiniteReward(
+                f"item {bad[0]}: the reward is {rewards[bad[0]]} ({len(bad)} of {len(rewards)} "
+                "items not finite): the profile or the checkpoint is damaged"
+            )
         return rewards
 
     def rank(

@@ -51,6 +51,11 @@ def _store_errors(path: str) -> Iterator[None]:
         raise StoreError(f"{path}: cannot use the profile store ({error})") from None
 
 
+# Adapted weights over standardised base rewards are a few units; far beyond that a profile is
+# damaged or forged (1e308 passes the finite check and scores inf, then NaN).
+MAX_WEIGHT = 1e6
+
+
 @dataclass(frozen=True)
 class UserProfile:
     """A user's adapted weights over the K base reward functions, and their provenance.
@@ -111,6 +116,8 @@ class UserProfile:
             raise ProfileError("profile field 'weights' must be a non-empty list of numbers")
         if not all(math.isfinite(w) for w in weights):
             raise ProfileError("profile field 'weights' holds a non-finite value")
+        if max(abs(w) for w in weights) > MAX_WEIGHT:  # finite, yet rewards overflow to inf
+            raise ProfileError(f"profile field 'weights' holds a value beyond ±{MAX_WEIGHT:g}")
         if not isinstance(self.checkpoint, str) or len(self.checkpoint) != 64:
             raise ProfileError("profile field 'checkpoint' must be a sha256 hex digest")
         if self.encoder is not None and not isinstance(self.encoder, dict):

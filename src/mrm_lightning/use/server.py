@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -66,9 +67,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from ..data.records import DUPLICATE_PAIR, pair_or_drop_reason
 from .access import AccessRules, Refusal, exposure_warning
 from .chat_templates import parse_templated
-from .inference import PersonalizedRewardModel
+from .inference import NonFiniteReward, PersonalizedRewardModel
 from .limits import BodySizeLimit, RequestLimits, check_sizes, validation_details
 from .profiles import ProfileError, ProfileStore, UserProfile
 from .request_users import LabelError, users_of_labels, win_probability
@@ -109,6 +111,25 @@ def item_of(query: str, prompt: str) -> tuple[tuple[tuple[str, str], ...], str, 
     one renders it (:mod:`.chat_templates`), else the prompt and :func:`response_of`."""
     parsed = parse_templated(query, prompt)
     return parsed if parsed is not None else ((), prompt, response_of(query, prompt))
+
+
+def usable_pairs(pairs: list[Pair]) -> tuple[list[dict], dict[str, int]]:
+    """The pairs ``/adapt`` learns from, as the file readers keep them (no empty or identical
+    texts, no repeat of a pair), and how many were dropped for each reason."""
+    kept, seen, dropped = [], set(), Counter()
+    for pair in pairs:
+        reason = pair_or_drop_reason(pair.chosen, pair.rejected)
+        history = tuple((m.role, m.content) for m in pair.history)
+        key = (history, pair.prompt, pair.chosen, pair.rejected)
+        if reason is None and key in seen:
+            reason = DUPLICATE_PAIR
+        if reason is not None:
+            dropped[reason] += 1
+            continue
+        seen.add(key)
+        kept.append({"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected,
+                     "history": list(history)})  # fmt: skip
+    return kept, dict(dropped)
 
 
 def response_of(query: str, prompt: str) -> str:
@@ -192,6 +213,8 @@ def create_app(
         items = [item_of(q, p) for q, p in zip(body.query, body.prompts)]
         try:
             scores = model.score_items(items, [found[u] for u in users])
+        except NonFiniteReward as error:
+            raise HTTPException(500, str(error)) from None
         except ValueError as error:
             raise HTTPException(400, str(error)) from None
         names = [PRIOR if found[u] is None else u for u in users]
@@ -262,9 +285,12 @@ def create_app(
         return await on_worker(lambda: rewards(body, users))
 
     def adapt(body: AdaptRequest) -> dict[str, Any]:
-        pairs = [pair.model_dump() for pair in body.pairs]
-        for pair in pairs:
-            pair["history"] = [(m["role"], m["content"]) for m in pair["history"]]
+        pairs, dropped = usable_pairs(body.pairs)
+        if not pairs:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
+            raise HTTPException(
+                400, f"no usable pair ({reasons}): /adapt drops what the file readers drop"
+            )
         try:
             profile = model.adapt(pairs)
         except ValueError as error:
@@ -279,6 +305,7 @@ def create_app(
             "weights": profile.weights,
             "replaced": replaced,
             "users": len(store.users()),
+            "dropped": dropped,
         }
 
     @app.post("/adapt", dependencies=[allowed(rules.check_write)])
