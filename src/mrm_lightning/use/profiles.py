@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .store_schema import StoreError, prepare_schema, row_checksum
+from .store_schema import store_errors as _store_errors
+
 FORMAT_VERSION = 1
 INNER_KEYS = ("steps", "lr", "optimizer", "proximal", "warm_start")
 STANDARDIZATION_KEYS = ("fitted_scale", "input_scale")
@@ -29,26 +32,15 @@ class ProfileError(ValueError):
     """A profile that is malformed, or made by another checkpoint, encoder or scale."""
 
 
-class StoreError(ValueError):
-    """A profile store that cannot be used (not an SQLite file, another application's
-    database, locked, unwritable); the message names the store's file."""
+class ProfileDamaged(ProfileError):
+    """A stored profile whose row fails its checksum: changed outside the store."""
 
 
-PROFILE_COLUMNS = ["user", "checkpoint", "profile"]
+class VersionConflict(ProfileError):
+    """A write based on a version of the profile that is no longer the stored one."""
 
 
-@contextmanager
-def _store_errors(path: str) -> Iterator[None]:
-    """SQLite's errors as a :class:`StoreError` naming the store's file (SQLite's own messages,
-    such as ``file is not a database``, name none)."""
-    try:
-        yield
-    except sqlite3.Error as error:
-        if getattr(error, "sqlite_errorname", "") == "SQLITE_NOTADB":
-            raise StoreError(
-                f"{path}: not a profile store: the file is not an SQLite database"
-            ) from None
-        raise StoreError(f"{path}: cannot use the profile store ({error})") from None
+__all__ = ["ProfileDamaged", "ProfileError", "ProfileStore", "StoreError", "UserProfile"]
 
 
 # Adapted weights over standardised base rewards are a few units; far beyond that a profile is
@@ -182,25 +174,10 @@ class ProfileStore:
             raise
 
     def _check_tables(self) -> None:
-        """Make the profiles table in a new database; refuse another application's."""
-        tables = [
-            row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        ]
-        if tables and "profiles" not in tables:
-            raise StoreError(
-                f"{self.path}: not a profile store: an SQLite database without a profiles "
-                f"table (it has {', '.join(tables[:5])}); mrm adapt --store makes a store"
-            )
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS profiles (user TEXT PRIMARY KEY, "
-            "checkpoint TEXT NOT NULL, profile TEXT NOT NULL)"
-        )
-        columns = [row[1] for row in self._db.execute("PRAGMA table_info(profiles)")]
-        if columns != PROFILE_COLUMNS:
-            raise StoreError(
-                f"{self.path}: not a profile store: its profiles table has the columns "
-                f"{', '.join(columns)}, a store's are {', '.join(PROFILE_COLUMNS)}"
-            )
+        """Make a new store's tables, upgrade an old one, or check them (:mod:`.store_schema`),
+        in one write transaction: two processes opening a new store make it once."""
+        with self.transaction():
+            prepare_schema(self._db, self.path)
 
     @contextmanager
     def transaction(self) -> Iterator[ProfileStore]:
@@ -221,8 +198,11 @@ class ProfileStore:
             with _store_errors(self.path):
                 self._db.execute("COMMIT")
 
-    def put(self, user: str, profile: UserProfile) -> None:
-        """Add or replace ``user``'s profile."""
+    def put(self, user: str, profile: UserProfile, expected_version: int | None = None) -> int:
+        """Add or replace ``user``'s profile; return its new version (1 for a new user, one
+        more on each write). ``expected_version``: write only if the stored profile is still
+        at that version (0: no profile), else :class:`VersionConflict`, so that a write based
+        on what another writer has since replaced is never silently lost."""
         profile.check()
         if self.checkpoint is not None and profile.checkpoint != self.checkpoint:
             raise ProfileError(
@@ -239,18 +219,35 @@ class ProfileStore:
                     f"{self.path}: the store holds profiles of checkpoint {other[0]}, "
                     f"the profile of {user!r} is from checkpoint {profile.checkpoint}"
                 )
+            current = self.version(user)
+            if expected_version is not None and expected_version != current:
+                raise VersionConflict(
+                    f"profile of {user!r} is at version {current}; this write was based on "
+                    f"version {expected_version}: read it again, then write"
+                )
+            text = profile.to_json()
+            checksum = row_checksum(user, profile.checkpoint, text)
             self._db.execute(
-                "INSERT INTO profiles (user, checkpoint, profile) VALUES (?, ?, ?) "
-                "ON CONFLICT(user) DO UPDATE SET checkpoint = excluded.checkpoint, "
-                "profile = excluded.profile",
-                (user, profile.checkpoint, profile.to_json()),
+                "INSERT INTO profiles (user, checkpoint, profile, version, checksum) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(user) DO UPDATE SET "
+                "checkpoint = excluded.checkpoint, profile = excluded.profile, "
+                "version = excluded.version, checksum = excluded.checksum",
+                (user, profile.checkpoint, text, current + 1, checksum),
             )
+            return current + 1
+
+    def version(self, user: str) -> int:
+        """How many times ``user``'s profile was written (0: never)."""
+        with _store_errors(self.path):
+            row = self._db.execute("SELECT version FROM profiles WHERE user = ?", (user,))
+            found = row.fetchone()
+        return 0 if found is None else int(found[0])
 
     def get(self, user: str) -> UserProfile | None:
         """``user``'s profile, or None if the store has none."""
         with _store_errors(self.path):
             row = self._db.execute(
-                "SELECT checkpoint, profile FROM profiles WHERE user = ?", (user,)
+                "SELECT checkpoint, profile, checksum FROM profiles WHERE user = ?", (user,)
             ).fetchone()
         if row is None:
             return None
@@ -260,9 +257,15 @@ class ProfileStore:
                 f"the model is checkpoint {self.checkpoint}"
             )
         try:
-            return UserProfile.from_json(row[1])
+            profile = UserProfile.from_json(row[1])
         except ProfileError as error:
             raise ProfileError(f"{self.path}: profile of {user!r}: {error}") from None
+        if row[2] != row_checksum(user, row[0], row[1]):
+            raise ProfileDamaged(
+                f"{self.path}: profile of {user!r} fails its checksum: the row was changed "
+                "outside mrm; adapt the user again (mrm adapt, POST /adapt)"
+            )
+        return profile
 
     def users(self) -> list[str]:
         """Every user with a profile, sorted."""

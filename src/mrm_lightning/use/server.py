@@ -72,7 +72,7 @@ from .access import AccessRules, Refusal, exposure_warning
 from .chat_templates import parse_templated
 from .inference import NonFiniteReward, PersonalizedRewardModel
 from .limits import BodySizeLimit, RequestLimits, check_sizes, validation_details
-from .profiles import ProfileError, ProfileStore, UserProfile
+from .profiles import ProfileError, ProfileStore, UserProfile, VersionConflict
 from .request_users import LabelError, users_of_labels, win_probability
 
 logger = logging.getLogger("mrm_lightning.use.server")
@@ -104,6 +104,8 @@ class Pair(BaseModel):
 class AdaptRequest(BaseModel):
     user_id: str
     pairs: list[Pair]
+    # write only if the stored profile is still at this version (0: none): 409 otherwise
+    if_version: int | None = None
 
 
 def item_of(query: str, prompt: str) -> tuple[tuple[tuple[str, str], ...], str, str]:
@@ -194,15 +196,19 @@ def create_app(
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("%s %s failed", request.method, request.url.path)
-        first = (str(error).strip().splitlines() or [""])[0]
+        first = private((str(error).strip().splitlines() or [""])[0])
         detail = f"internal error: {type(error).__name__}" + (f": {first}" if first else "")
         return JSONResponse({"detail": detail}, status_code=500)
+
+    def private(message: str) -> str:
+        """A message for a client: the store's file named by its name, not its path."""
+        return message.replace(path, Path(path).name)
 
     def profile_of(user: str | None) -> UserProfile | None:
         try:
             return None if user is None else the_store().get(user)
         except ProfileError as error:  # a stored row that no longer reads: the server's fault
-            raise RuntimeError(f"profile store: {error}") from None
+            raise HTTPException(500, private(f"profile store: {error}")) from None
 
     def rewards(body: RewardRequest, users: list[str | None]) -> dict[str, Any]:
         found = {user: profile_of(user) for user in dict.fromkeys(users)}
@@ -297,13 +303,17 @@ def create_app(
             raise HTTPException(400, str(error)) from None
         store = the_store()
         with store.transaction():
-            replaced = profile_of(body.user_id) is not None
-            store.put(body.user_id, profile)
+            before = store.version(body.user_id)  # a damaged profile is replaced, not read
+            try:
+                version = store.put(body.user_id, profile, expected_version=body.if_version)
+            except VersionConflict as error:
+                raise HTTPException(409, str(error)) from None
         return {
             "user_id": body.user_id,
             "num_pairs": profile.num_pairs,
             "weights": profile.weights,
-            "replaced": replaced,
+            "replaced": before > 0,
+            "version": version,
             "users": len(store.users()),
             "dropped": dropped,
         }
