@@ -118,4 +118,3 @@ def test_over_http_a_stale_adapt_is_409_and_a_damaged_row_names_no_server_path(
         # adapting the user again repairs the damaged row
         status, again = call(base, "/adapt", {"user_id": "u", "pairs": pairs})
         assert status == 200 and again["version"] == 2 and again["replaced"] is True
-
