@@ -267,6 +267,55 @@ class ProfileStore:
             )
         return profile
 
+    def judgements(self, user: str) -> list[dict]:
+        """The pairs ``user``'s profile was adapted from, oldest first."""
+        with _store_errors(self.path):
+            rows = self._db.execute(
+                "SELECT pair FROM judgements WHERE user = ? ORDER BY position", (user,)
+            )
+            return [json.loads(row[0]) for row in rows]
+
+    def set_judgements(self, user: str, pairs: list[dict], append: bool = False) -> int:
+        """Store ``pairs`` (JSON-able dicts) as ``user``'s judgements, after the earlier ones
+        with ``append``, else in their place; return how many the user now has."""
+        with self.transaction(), _store_errors(self.path):
+            if not append:
+                self._db.execute("DELETE FROM judgements WHERE user = ?", (user,))
+            (start,) = self._db.execute(
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM judgements WHERE user = ?", (user,)
+            ).fetchone()
+            self._db.executemany(
+                "INSERT INTO judgements (user, position, pair) VALUES (?, ?, ?)",
+                [(user, start + i, json.dumps(pair)) for i, pair in enumerate(pairs)],
+            )
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM judgements WHERE user = ?", (user,)
+            ).fetchone()
+        return int(count)
+
+    def feedback_answer(self, user: str, key: str) -> dict | None:
+        """The answer already given to ``user``'s feedback with idempotency ``key``, if any."""
+        with _store_errors(self.path):
+            row = self._db.execute(
+                "SELECT answer FROM feedback_keys WHERE user = ? AND key = ?", (user, key)
+            ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def remember_feedback(self, user: str, key: str, answer: dict) -> None:
+        with self.transaction(), _store_errors(self.path):
+            self._db.execute(
+                "INSERT OR REPLACE INTO feedback_keys (user, key, answer) VALUES (?, ?, ?)",
+                (user, key, json.dumps(answer)),
+            )
+
+    def delete(self, user: str) -> bool:
+        """Remove ``user``'s profile, judgements and feedback keys; whether there was any."""
+        with self.transaction(), _store_errors(self.path):
+            found = self.version(user) > 0 or bool(self.judgements(user))
+            for table in ("profiles", "judgements", "feedback_keys"):
+                self._db.execute(f"DELETE FROM {table} WHERE user = ?", (user,))
+        return found
+
     def users(self) -> list[str]:
         """Every user with a profile, sorted."""
         with _store_errors(self.path):

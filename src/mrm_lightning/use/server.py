@@ -36,6 +36,16 @@ Endpoints (JSON in, JSON out):
   "history"?}, ...]}`` adapts the model to the user and adds or replaces their profile in the
   store (one transaction) -> ``{"user_id", "num_pairs", "weights", "replaced", "users"}``.
 
+``POST /feedback``: ``{"user_id", "pairs": [...], "idempotency_key"?}`` adds the user's new
+  pairs to the ones stored for them and re-adapts from all (one transaction: concurrent
+  feedback to one user, from any replica, loses no acknowledged pair); a retry with the same
+  key is answered as the first and counted once. ``/adapt`` stores its pairs in place of the
+  user's earlier ones. Both drop what the file readers drop (empty or identical texts,
+  repeats) and say so in ``dropped``; ``if_version`` on ``/adapt`` makes it conditional (409).
+
+``GET /users/{id}``: ``{"user_id", "pairs", "version", "updated_at", "checkpoint"}`` (404 for
+  none); ``DELETE /users/{id}`` removes the profile AND the stored pairs.
+
 ``GET /health``: ``{"status": "ok", "checkpoint": sha256, "encoder": model name or null,
   "users": N, "unknown_user": "prior"|"error"}``.
 
@@ -55,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -65,79 +74,24 @@ from typing import Any, Literal, TypeVar
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
 
-from ..data.records import DUPLICATE_PAIR, pair_or_drop_reason
 from .access import AccessRules, Refusal, exposure_warning
-from .chat_templates import parse_templated
 from .inference import NonFiniteReward, PersonalizedRewardModel
 from .limits import BodySizeLimit, RequestLimits, check_sizes, validation_details
 from .profiles import ProfileError, ProfileStore, UserProfile, VersionConflict
+from .request_bodies import (
+    AdaptRequest,
+    FeedbackRequest,
+    Pair,
+    RewardRequest,
+    item_of,
+    usable_pairs,
+)
 from .request_users import LabelError, users_of_labels, win_probability
 
 logger = logging.getLogger("mrm_lightning.use.server")
 PRIOR = "prior"
 T = TypeVar("T")
-
-
-class RewardRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    query: list[str]
-    prompts: list[str]
-    user_id: str | None = None
-    user_ids: list[str] | None = None
-    labels: list[Any] | None = None  # OpenRLHF's: the users, with --user-field labels
-
-
-class Message(BaseModel):
-    role: str
-    content: str
-
-
-class Pair(BaseModel):
-    prompt: str
-    chosen: str
-    rejected: str
-    history: list[Message] = []
-
-
-class AdaptRequest(BaseModel):
-    user_id: str
-    pairs: list[Pair]
-    # write only if the stored profile is still at this version (0: none): 409 otherwise
-    if_version: int | None = None
-
-
-def item_of(query: str, prompt: str) -> tuple[tuple[tuple[str, str], ...], str, str]:
-    """(history, prompt, response) of one query: parsed from its chat template where a known
-    one renders it (:mod:`.chat_templates`), else the prompt and :func:`response_of`."""
-    parsed = parse_templated(query, prompt)
-    return parsed if parsed is not None else ((), prompt, response_of(query, prompt))
-
-
-def usable_pairs(pairs: list[Pair]) -> tuple[list[dict], dict[str, int]]:
-    """The pairs ``/adapt`` learns from, as the file readers keep them (no empty or identical
-    texts, no repeat of a pair), and how many were dropped for each reason."""
-    kept, seen, dropped = [], set(), Counter()
-    for pair in pairs:
-        reason = pair_or_drop_reason(pair.chosen, pair.rejected)
-        history = tuple((m.role, m.content) for m in pair.history)
-        key = (history, pair.prompt, pair.chosen, pair.rejected)
-        if reason is None and key in seen:
-            reason = DUPLICATE_PAIR
-        if reason is not None:
-            dropped[reason] += 1
-            continue
-        seen.add(key)
-        kept.append({"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected,
-                     "history": list(history)})  # fmt: skip
-    return kept, dict(dropped)
-
-
-def response_of(query: str, prompt: str) -> str:
-    """The response inside an OpenRLHF query: the query less the prompt where it starts with
-    it, else the whole query; whitespace stripped from both ends."""
-    return (query[len(prompt) :] if prompt and query.startswith(prompt) else query).strip()
 
 
 def create_app(
@@ -290,43 +244,48 @@ def create_app(
                     "profiles": []}  # fmt: skip
         return await on_worker(lambda: rewards(body, users))
 
-    def adapt(body: AdaptRequest) -> dict[str, Any]:
-        pairs, dropped = usable_pairs(body.pairs)
-        if not pairs:
-            reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
-            raise HTTPException(
-                400, f"no usable pair ({reasons}): /adapt drops what the file readers drop"
-            )
-        try:
-            profile = model.adapt(pairs)
-        except ValueError as error:
-            raise HTTPException(400, str(error)) from None
+    def adapt(user: str, given: list[Pair], append: bool, if_version: int | None) -> dict:
+        """Adapt ``user`` to ``given`` pairs (after the stored ones with ``append``) and store
+        the profile and the pairs, in one transaction: a concurrent write to the same user
+        waits, so no acknowledged pair is lost."""
         store = the_store()
         with store.transaction():
-            before = store.version(body.user_id)  # a damaged profile is replaced, not read
+            earlier = store.judgements(user) if append else []
+            pairs, dropped = usable_pairs(given, already=earlier)
+            if not pairs:
+                reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
+                raise HTTPException(
+                    400, f"no usable new pair ({reasons}): dropped as the file readers drop them"
+                )
             try:
-                version = store.put(body.user_id, profile, expected_version=body.if_version)
+                profile = model.adapt(earlier + pairs)
+            except ValueError as error:
+                raise HTTPException(400, str(error)) from None
+            before = store.version(user)  # a damaged profile is replaced, not read
+            try:
+                version = store.put(user, profile, expected_version=if_version)
             except VersionConflict as error:
                 raise HTTPException(409, str(error)) from None
+            stored = store.set_judgements(user, pairs, append=append)
         return {
-            "user_id": body.user_id,
+            "user_id": user,
             "num_pairs": profile.num_pairs,
             "weights": profile.weights,
             "replaced": before > 0,
             "version": version,
+            "pairs_stored": stored,
             "users": len(store.users()),
             "dropped": dropped,
         }
 
-    @app.post("/adapt", dependencies=[allowed(rules.check_write)])
-    async def adapt_user(body: AdaptRequest) -> dict[str, Any]:
-        if not body.user_id:
+    def checked_pairs(user: str, pairs: list[Pair]) -> None:
+        if not user:
             raise HTTPException(400, "'user_id' must not be empty")
-        if not body.pairs:
+        if not pairs:
             raise HTTPException(400, "'pairs' must hold at least one pair")
         texts = [
             (f"pairs[{i}].{name}", text)
-            for i, pair in enumerate(body.pairs)
+            for i, pair in enumerate(pairs)
             for name, text in [
                 ("prompt", pair.prompt),
                 ("chosen", pair.chosen),
@@ -334,8 +293,54 @@ def create_app(
                 *((f"history[{j}]", m.content) for j, m in enumerate(pair.history)),
             ]
         ]
-        check_sizes(limits, len(body.pairs), texts)
-        return await on_worker(lambda: adapt(body))
+        check_sizes(limits, len(pairs), texts)
+
+    @app.post("/adapt", dependencies=[allowed(rules.check_write)])
+    async def adapt_user(body: AdaptRequest) -> dict[str, Any]:
+        checked_pairs(body.user_id, body.pairs)
+        return await on_worker(lambda: adapt(body.user_id, body.pairs, False, body.if_version))
+
+    def feedback(body: FeedbackRequest) -> dict:
+        store, key = the_store(), body.idempotency_key
+        with store.transaction():
+            if key is not None and (answer := store.feedback_answer(body.user_id, key)):
+                return {**answer, "repeated": True}
+            answer = adapt(body.user_id, body.pairs, append=True, if_version=None)
+            if key is not None:
+                store.remember_feedback(body.user_id, key, answer)
+        return {**answer, "repeated": False}
+
+    @app.post("/feedback", dependencies=[allowed(rules.check_write)])
+    async def add_feedback(body: FeedbackRequest) -> dict[str, Any]:
+        checked_pairs(body.user_id, body.pairs)
+        return await on_worker(lambda: feedback(body))
+
+    def user_info(user: str) -> dict:
+        store = the_store()
+        profile, pairs = profile_of(user), store.judgements(user)
+        if profile is None and not pairs:
+            raise HTTPException(404, f"no profile or pairs of user {user!r}")
+        return {
+            "user_id": user,
+            "pairs": len(pairs),
+            "version": store.version(user),
+            "updated_at": None if profile is None else profile.created_at,
+            "checkpoint": None if profile is None else profile.checkpoint,
+        }
+
+    @app.get("/users/{user}", dependencies=[allowed(rules.check_read)])
+    async def get_user(user: str) -> dict[str, Any]:
+        return await on_worker(lambda: user_info(user), prober)
+
+    def delete_user(user: str) -> dict:
+        store = the_store()
+        if not store.delete(user):
+            raise HTTPException(404, f"no profile or pairs of user {user!r}")
+        return {"user_id": user, "deleted": True, "users": len(store.users())}
+
+    @app.delete("/users/{user}", dependencies=[allowed(rules.check_write)])
+    async def remove_user(user: str) -> dict[str, Any]:
+        return await on_worker(lambda: delete_user(user))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """The profile store's SQLite layout: made, recognised, upgraded, and each row's checksum.
 
 A store records its schema version in a ``store_meta`` table and keeps, per user, the profile
-JSON, a version that every write raises by one, and a sha256 over (user, checkpoint, JSON).
+JSON, a version that every write raises by one, and a sha256 over (user, checkpoint, JSON);
+and the user's judgements the profile was adapted from (``judgements``: one JSON pair a row, in
+order), with the keys of the feedback already counted (``feedback_keys``: a retried write is
+not counted twice).
 Opening a store checks all of it: a missing table is damage named with the file, never a reason
 to make a new, empty one (a server would then answer every known user from the prior); a table
 of another application is refused; a store of the first layout (no meta, no versions) is
@@ -74,6 +77,7 @@ def prepare_schema(db: sqlite3.Connection, path: str) -> None:
                 f"{', '.join(columns_of(db, 'profiles'))}, a store's are "
                 f"{', '.join(PROFILE_COLUMNS)}"
             )
+        create_judgement_tables(db)  # stores made before judgements were kept
         return
     if "profiles" not in tables:
         raise StoreError(
@@ -99,6 +103,18 @@ def create_tables(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE profiles (user TEXT PRIMARY KEY, checkpoint TEXT NOT NULL, "
         "profile TEXT NOT NULL, version INTEGER NOT NULL, checksum TEXT NOT NULL)"
+    )
+    create_judgement_tables(db)
+
+
+def create_judgement_tables(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS judgements (user TEXT NOT NULL, position INTEGER NOT NULL, "
+        "pair TEXT NOT NULL, PRIMARY KEY (user, position))"
+    )
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS feedback_keys (user TEXT NOT NULL, key TEXT NOT NULL, "
+        "answer TEXT NOT NULL, PRIMARY KEY (user, key))"
     )
 
 
