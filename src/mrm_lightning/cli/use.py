@@ -52,6 +52,12 @@ def parser() -> argparse.ArgumentParser:
     where = adapt.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="write the profile (JSON) here, - for stdout")
     where.add_argument("--store", help="add or replace the profiles in this SQLite store")
+    adapt.add_argument(
+        "--append",
+        action="store_true",
+        help="with --store: add the file's pairs to those stored for each user and adapt from "
+        "all of them (without it, the file's pairs replace them)",
+    )
     score = commands.add_parser(
         "score",
         help="score candidate responses for a user",
@@ -87,6 +93,8 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
     args = parser().parse_args([command, *argv])
     if args.command == "score" and args.user and not args.store:
         fail("--user needs --store")
+    if args.command == "adapt" and args.append and not args.store:
+        fail("--append needs --store")
     progress = not args.quiet and sys.stderr.isatty()
     if not progress:  # the weight-loading bar of transformers too: stderr stays for errors
         from transformers.utils import logging as transformers_logging
@@ -183,11 +191,30 @@ def adapt_command(model, args, progress: bool) -> None:
     from ..use.profiles import ProfileStore
 
     # opened before adapting: a store that cannot be used fails now, not after the encoder
-    with ProfileStore(args.store, checkpoint=model.digest) as store:
-        profiles = model.adapt_many(by_user)
-        with store.transaction():
-            for user, profile in profiles.items():
-                store.put(user, profile)
+    with ProfileStore(args.store, checkpoint=model.digest) as store, store.transaction():
+        new = {user: [pair_dict(r) for r in records] for user, records in by_user.items()}
+        if args.append:  # read, adapt and write in one transaction: nothing stored is lost
+            new = {user: unseen_pairs(store.judgements(user), pairs) for user, pairs in new.items()}
+            given = {user: store.judgements(user) + pairs for user, pairs in new.items()}
+        else:
+            given = new
+        profiles = model.adapt_many(given)
+        for user, profile in profiles.items():
+            store.put(user, profile)
+            store.set_judgements(user, new[user], append=args.append)
+
+
+def pair_dict(record: PreferenceRecord) -> dict:
+    """A pair as the store keeps it (what POST /adapt and /feedback store)."""
+    history = [list(turn) for turn in record.history]
+    return {"prompt": record.prompt, "chosen": record.chosen, "rejected": record.rejected,
+            "history": history}  # fmt: skip
+
+
+def unseen_pairs(stored: list[dict], pairs: list[dict]) -> list[dict]:
+    """``pairs`` less those already ``stored`` (the same judgement twice would weigh double)."""
+    known = {json.dumps(pair, sort_keys=True) for pair in stored}
+    return [pair for pair in pairs if json.dumps(pair, sort_keys=True) not in known]
 
 
 # ------------------------------------------------------------------ score
