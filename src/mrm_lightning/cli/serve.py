@@ -67,6 +67,14 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-text-chars", type=int, default=65536, help="characters a text (413 beyond)"
     )
+    serve.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=2.0,
+        help="how long a request waits for concurrent ones to be scored with it in one "
+        "encoder call (0: each request alone)",
+    )
+    serve.add_argument("--max-batch", type=int, default=256, help="items one model call scores")
     serve.add_argument("--cache-dir", help="embedding cache to read and fill (optional)")
     serve.add_argument("--device", default="auto", help="where the encoder runs")
     serve.add_argument(
@@ -92,7 +100,7 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
         max_text_chars=args.max_text_chars,
     )
     from ..use.inference import PersonalizedRewardModel
-    from ..use.server import serve
+    from ..use.server import Batching, serve
 
     # a bad checkpoint or store raises an error naming the file, before anything listens
     model = PersonalizedRewardModel.from_checkpoint(
@@ -108,4 +116,5 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
         user_field=args.user_field,
         access=access,
         limits=limits,
+        batching=Batching(wait_ms=args.batch_wait_ms, max_items=args.max_batch),
     )

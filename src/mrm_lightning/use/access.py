@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from fastapi import Depends, Header, HTTPException
 
 API_KEY_ENV = "MRM_API_KEY"
 READ_KEY_ENV = "MRM_READ_KEY"
@@ -93,3 +96,16 @@ def exposure_warning(host: str, rules: AccessRules) -> str | None:
         f"listening on {host} without a write key: anyone who reaches this port can overwrite "
         f"any user's profile (POST /adapt). Set {API_KEY_ENV} (or --api-key), or --read-only"
     )
+
+
+def guarded(check: Callable[[str | None], Refusal | None]):
+    """A FastAPI dependency that refuses a request (401/403) unless ``check`` lets its
+    ``Authorization`` header through."""
+
+    async def dependency(authorization: str | None = Header(default=None)) -> None:
+        refusal = check(authorization)
+        if refusal is not None:
+            challenge = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
+            raise HTTPException(refusal.status, refusal.message, headers=challenge)
+
+    return Depends(dependency)

@@ -90,3 +90,22 @@ class BodySizeLimit:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def check_pairs(limits: RequestLimits, user: str, pairs: Sequence) -> None:
+    """A user's pairs for ``/adapt`` or ``/feedback``: named, not empty, within the limits."""
+    if not user:
+        raise HTTPException(400, "'user_id' must not be empty")
+    if not pairs:
+        raise HTTPException(400, "'pairs' must hold at least one pair")
+    texts = [
+        (f"pairs[{i}].{name}", text)
+        for i, pair in enumerate(pairs)
+        for name, text in [
+            ("prompt", pair.prompt),
+            ("chosen", pair.chosen),
+            ("rejected", pair.rejected),
+            *((f"history[{j}]", m.content) for j, m in enumerate(pair.history)),
+        ]
+    ]
+    check_sizes(limits, len(pairs), texts)

@@ -68,16 +68,18 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .access import AccessRules, Refusal, exposure_warning
+from .access import AccessRules, exposure_warning, guarded
+from .batching import Busy, RewardBatcher
 from .inference import NonFiniteReward, PersonalizedRewardModel
-from .limits import BodySizeLimit, RequestLimits, check_sizes, validation_details
+from .limits import BodySizeLimit, RequestLimits, check_pairs, check_sizes, validation_details
 from .profiles import ProfileError, ProfileStore, UserProfile, VersionConflict
 from .request_bodies import (
     AdaptRequest,
@@ -90,6 +92,18 @@ from .request_bodies import (
 from .request_users import LabelError, users_of_labels, win_probability
 
 logger = logging.getLogger("mrm_lightning.use.server")
+
+
+@dataclass(frozen=True)
+class Batching:
+    """``--batch-wait-ms`` (0: each request alone), ``--max-batch`` items a model call, and the
+    most items queued before requests are refused with 503."""
+
+    wait_ms: float = 2.0
+    max_items: int = 256
+    max_queued: int = 8192
+
+
 PRIOR = "prior"
 T = TypeVar("T")
 
@@ -101,6 +115,7 @@ def create_app(
     user_field: Literal["user_id", "labels"] = "user_id",
     access: AccessRules | None = None,
     limits: RequestLimits | None = None,
+    batching: Batching | None = None,
 ) -> FastAPI:
     """The server's app. ``store`` is the profile store's path (of a ProfileStore, only its
     path is used: the app opens its own connection in its worker thread, as SQLite asks).
@@ -108,6 +123,7 @@ def create_app(
     ``access``: the keys writes and reads need (:mod:`.access`; None: open). ``limits``:
     the largest body, item count and text a request may hold (:mod:`.limits`)."""
     rules, limits = access or AccessRules(), limits or RequestLimits()
+    batching = batching or Batching()
     if unknown_user not in ("prior", "error"):
         raise ValueError(f"unknown_user must be 'prior' or 'error', got {unknown_user!r}")
     if user_field not in ("user_id", "labels"):
@@ -140,6 +156,13 @@ def create_app(
             await on_worker(close_this_threads_store, executor)
             executor.shutdown(wait=True)
 
+    batcher = RewardBatcher(
+        model.score_items,
+        on_worker,
+        max_wait_s=batching.wait_ms / 1000,
+        max_items=batching.max_items,
+        max_queued=batching.max_queued,
+    )
     app = FastAPI(title="mrm reward server", lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
 
@@ -164,15 +187,21 @@ def create_app(
         except ProfileError as error:  # a stored row that no longer reads: the server's fault
             raise HTTPException(500, private(f"profile store: {error}")) from None
 
-    def rewards(body: RewardRequest, users: list[str | None]) -> dict[str, Any]:
+    def profiles_of(users: list[str | None]) -> dict[str | None, UserProfile | None]:
         found = {user: profile_of(user) for user in dict.fromkeys(users)}
         unknown = [u for u, p in found.items() if p is None and u is not None]
         if unknown and unknown_user == "error":
             named = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
             raise HTTPException(404, f"no profile of user {named} (--unknown-user error)")
+        return found
+
+    async def rewards(body: RewardRequest, users: list[str | None]) -> dict[str, Any]:
+        found = await on_worker(lambda: profiles_of(users))
         items = [item_of(q, p) for q, p in zip(body.query, body.prompts)]
-        try:
-            scores = model.score_items(items, [found[u] for u in users])
+        try:  # with the other requests queued meanwhile: one encoder call for all
+            scores = await batcher.rewards(items, [found[u] for u in users])
+        except Busy as error:
+            raise HTTPException(503, str(error)) from None
         except NonFiniteReward as error:
             raise HTTPException(500, str(error)) from None
         except ValueError as error:
@@ -203,18 +232,7 @@ def create_app(
         except LabelError as error:
             raise HTTPException(400, f"{error} (--user-field labels)") from None
 
-    def allowed(check: Callable[[str | None], Refusal | None]):
-        """A dependency that refuses the request (401/403) unless ``check`` lets it through."""
-
-        async def dependency(authorization: str | None = Header(default=None)) -> None:
-            refusal = check(authorization)
-            if refusal is not None:
-                challenge = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
-                raise HTTPException(refusal.status, refusal.message, headers=challenge)
-
-        return Depends(dependency)
-
-    @app.post("/get_reward", dependencies=[allowed(rules.check_read)])
+    @app.post("/get_reward", dependencies=[guarded(rules.check_read)])
     async def get_reward(body: RewardRequest) -> dict[str, Any]:
         if len(body.query) != len(body.prompts):
             raise HTTPException(
@@ -242,7 +260,7 @@ def create_app(
         if not users:
             return {"rewards": [], "scores": [], "extra_logs": {"personalized": []},
                     "profiles": []}  # fmt: skip
-        return await on_worker(lambda: rewards(body, users))
+        return await rewards(body, users)
 
     def adapt(user: str, given: list[Pair], append: bool, if_version: int | None) -> dict:
         """Adapt ``user`` to ``given`` pairs (after the stored ones with ``append``) and store
@@ -278,26 +296,9 @@ def create_app(
             "dropped": dropped,
         }
 
-    def checked_pairs(user: str, pairs: list[Pair]) -> None:
-        if not user:
-            raise HTTPException(400, "'user_id' must not be empty")
-        if not pairs:
-            raise HTTPException(400, "'pairs' must hold at least one pair")
-        texts = [
-            (f"pairs[{i}].{name}", text)
-            for i, pair in enumerate(pairs)
-            for name, text in [
-                ("prompt", pair.prompt),
-                ("chosen", pair.chosen),
-                ("rejected", pair.rejected),
-                *((f"history[{j}]", m.content) for j, m in enumerate(pair.history)),
-            ]
-        ]
-        check_sizes(limits, len(pairs), texts)
-
-    @app.post("/adapt", dependencies=[allowed(rules.check_write)])
+    @app.post("/adapt", dependencies=[guarded(rules.check_write)])
     async def adapt_user(body: AdaptRequest) -> dict[str, Any]:
-        checked_pairs(body.user_id, body.pairs)
+        check_pairs(limits, body.user_id, body.pairs)
         return await on_worker(lambda: adapt(body.user_id, body.pairs, False, body.if_version))
 
     def feedback(body: FeedbackRequest) -> dict:
@@ -310,9 +311,9 @@ def create_app(
                 store.remember_feedback(body.user_id, key, answer)
         return {**answer, "repeated": False}
 
-    @app.post("/feedback", dependencies=[allowed(rules.check_write)])
+    @app.post("/feedback", dependencies=[guarded(rules.check_write)])
     async def add_feedback(body: FeedbackRequest) -> dict[str, Any]:
-        checked_pairs(body.user_id, body.pairs)
+        check_pairs(limits, body.user_id, body.pairs)
         return await on_worker(lambda: feedback(body))
 
     def user_info(user: str) -> dict:
@@ -328,7 +329,7 @@ def create_app(
             "checkpoint": None if profile is None else profile.checkpoint,
         }
 
-    @app.get("/users/{user}", dependencies=[allowed(rules.check_read)])
+    @app.get("/users/{user}", dependencies=[guarded(rules.check_read)])
     async def get_user(user: str) -> dict[str, Any]:
         return await on_worker(lambda: user_info(user), prober)
 
@@ -338,7 +339,7 @@ def create_app(
             raise HTTPException(404, f"no profile or pairs of user {user!r}")
         return {"user_id": user, "deleted": True, "users": len(store.users())}
 
-    @app.delete("/users/{user}", dependencies=[allowed(rules.check_write)])
+    @app.delete("/users/{user}", dependencies=[guarded(rules.check_write)])
     async def remove_user(user: str) -> dict[str, Any]:
         return await on_worker(lambda: delete_user(user))
 
@@ -367,6 +368,7 @@ def serve(
     user_field: Literal["user_id", "labels"] = "user_id",
     access: AccessRules | None = None,
     limits: RequestLimits | None = None,
+    batching: Batching | None = None,
 ) -> None:
     """Check that the encoder and the store open (fail now, not on the first request), then
     serve until interrupted."""
@@ -380,6 +382,6 @@ def serve(
     warning = exposure_warning(host, access)
     if warning:
         logger.warning(warning)
-    app = create_app(model, store_path, unknown_user, user_field, access, limits)
+    app = create_app(model, store_path, unknown_user, user_field, access, limits, batching)
     # SIGTERM: stop taking requests, give those in flight a few seconds, then stop
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
