@@ -6,6 +6,8 @@ Measured in one run (medians over ``--repeats`` after one untimed warm-up):
    ``[P, D]`` tensors): milliseconds per user (the target is under 10 ms).
 2. ``adapt_many``: ``--users`` users of ``--pairs`` pairs each in one batched call: users/s.
 3. ``score``: ``score_embeddings`` on ``--responses`` cached embeddings: responses/s.
+5. ``batching``: ``--clients`` concurrent one-sample clients (OpenRLHF's pattern), with
+   batching off (``--batch-wait-ms 0``) and on (2 ms), side by side: requests/s, p50 / p99.
 4. ``server``: ``mrm serve`` in a subprocess on 127.0.0.1, ``--requests`` POST /get_reward
    from ``--threads`` client threads (each request ``--batch`` texts for one adapted user),
    a fixed number, so it stops by itself: requests/s and p50 / p99 latency. /get_reward takes
@@ -56,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=300, help="requests sent to the server")
     p.add_argument("--threads", type=int, default=4, help="client threads")
     p.add_argument("--batch", type=int, default=8, help="texts per request")
+    p.add_argument("--clients", type=int, default=64, help="one-sample clients (batching part)")
     p.add_argument("--json", type=Path, default=None, help="write every number here")
     return p.parse_args(argv)
 
@@ -124,10 +127,10 @@ def post(base: str, path: str, body: dict | None = None) -> dict:
         return json.loads(answer.read())
 
 
-def bench_server(args: argparse.Namespace, folder: Path) -> dict:
+def text_checkpoint(folder: Path) -> tuple[Path, Path]:
+    """A tiny text model trained here, and its pairs file."""
     sys.path.insert(0, str(REPO))
-    from tests.test_server import free_port, wait_healthy
-    from tests.test_use_cli import FIXTURES, write_pairs
+    from tests.cli.test_use_cli import FIXTURES, write_pairs
     from tests.tiny_encoder import build_tiny_bert
 
     bert = build_tiny_bert(folder / "bert")
@@ -138,6 +141,23 @@ def bench_server(args: argparse.Namespace, folder: Path) -> dict:
          "--data.source.init_args.cache_dir", str(folder / "cache")],
         folder,
     )  # fmt: skip
+    return ckpt, pairs
+
+
+def bench_server(
+    args: argparse.Namespace,
+    folder: Path,
+    text_model: tuple[Path, Path],
+    serve_args: tuple[str, ...] = (),
+    texts_per_request: int | None = None,
+) -> dict:
+    """``args.requests`` POST /get_reward from ``args.threads`` clients to ``mrm serve
+    *serve_args``: requests/s and latency."""
+    sys.path.insert(0, str(REPO))
+    from tests.use.test_server import free_port, wait_healthy
+
+    ckpt, pairs = text_model
+    size = args.batch if texts_per_request is None else texts_per_request
     port = free_port()
     base = f"http://{HOST}:{port}"
     log_path = folder / "serve.log"
@@ -145,7 +165,7 @@ def bench_server(args: argparse.Namespace, folder: Path) -> dict:
         server = subprocess.Popen(
             [sys.executable, "-m", "mrm_lightning", "serve", "--ckpt", str(ckpt),
              "--store", str(folder / "profiles.db"), "--host", HOST, "--port", str(port),
-             "--device", "cpu", "--log-level", "warning"],
+             "--device", "cpu", "--log-level", "warning", *serve_args],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
@@ -156,7 +176,7 @@ def bench_server(args: argparse.Namespace, folder: Path) -> dict:
                 "/adapt",
                 {"user_id": "u3", "pairs": [r for r in rows if r["user_id"] == "u3"]},
             )
-            prompts = [f"write about one thing {i}" for i in range(args.batch)]
+            prompts = [f"write about one thing {i}" for i in range(size)]
             body = {"query": [f"{p} a cat {i}" for i, p in enumerate(prompts)],
                     "prompts": prompts, "user_id": "u3"}  # fmt: skip
             for _ in range(5):  # warm-up
@@ -190,7 +210,8 @@ def bench_server(args: argparse.Namespace, folder: Path) -> dict:
         "model": "tiny random BERT (16-d, 2 layers), text run of tests/fixtures/use/text.yaml",
         "requests": len(latencies),
         "threads": args.threads,
-        "texts_per_request": args.batch,
+        "texts_per_request": size,
+        "serve_args": list(serve_args),
         "requests_per_s": len(latencies) / wall,
         "p50_ms": latencies[len(latencies) // 2] * 1e3,
         "p99_ms": latencies[min(int(len(latencies) * 0.99), len(latencies) - 1)] * 1e3,
@@ -204,8 +225,18 @@ def main(argv: list[str] | None = None) -> dict:
         results = {
             "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
             "embeddings": bench_embeddings(embedding_model(args, folder), args),
-            "server": bench_server(args, folder),
         }
+        text_model = text_checkpoint(folder)
+        results["server"] = bench_server(args, folder, text_model)
+        # OpenRLHF's pattern: many concurrent one-sample requests, batching off and on
+        for name, wait in (("one_sample_unbatched", "0"), ("one_sample_batched", "2")):
+            results[name] = bench_server(
+                argparse.Namespace(**{**vars(args), "threads": args.clients}),
+                folder,
+                text_model,
+                serve_args=("--batch-wait-ms", wait),
+                texts_per_request=1,
+            )
     e, s = results["embeddings"], results["server"]
     rows = [
         (f"adapt one user, {args.pairs} pairs (D={e['dim']}, K={e['num_base_rewards']})",
@@ -217,6 +248,17 @@ def main(argv: list[str] | None = None) -> dict:
          f"{s['threads']} threads", f"{s['requests_per_s']:.1f} req/s"),
         ("server latency p50 / p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms"),
     ]  # fmt: skip
+    off, on = results["one_sample_unbatched"], results["one_sample_batched"]
+
+    def served(r: dict) -> str:
+        latency = f"p50 / p99 {r['p50_ms']:.0f} / {r['p99_ms']:.0f} ms"
+        return f"{r['requests_per_s']:.1f} req/s, {latency}"
+
+    rows += [
+        (f"{args.clients} clients x 1 text, batching off (--batch-wait-ms 0)", served(off)),
+        (f"{args.clients} clients x 1 text, batching on (--batch-wait-ms 2)", served(on)),
+        ("batching on / off, requests/s", f"{on['requests_per_s'] / off['requests_per_s']:.2f}x"),
+    ]
     width = max(len(name) for name, _ in rows)
     print(f"\n{'measure':<{width}}  value\n{'-' * width}  {'-' * 30}")
     for name, value in rows:
