@@ -56,8 +56,10 @@ open logs a warning at start.
 
 Errors are JSON ``{"detail": ...}``: 422 for a body of the wrong shape (FastAPI's check),
 400 / 404 for requests the model cannot serve, 500 with one line (logged, no traceback
-sent) for anything unexpected. The model and the store are used from one worker thread, one
-request at a time (neither is thread-safe); each request is one encoder call.
+sent) for anything unexpected, 503 when the scoring queue is full. The model and the store
+are used from one worker thread (neither is thread-safe); concurrent reward requests are
+gathered for ``--batch-wait-ms`` and scored in one encoder call (:mod:`.batching`); /health
+has a thread and a store connection of its own.
 """
 
 from __future__ import annotations
