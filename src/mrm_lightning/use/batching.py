@@ -22,6 +22,16 @@ from typing import Any
 Score = Callable[[list, list], list[float]]  # (items, profiles) -> rewards, on the model thread
 
 
+@dataclass(frozen=True)
+class Batching:
+    """``--batch-wait-ms`` (0: each request alone), ``--max-batch`` items a model call, and the
+    most items queued before requests are refused with 503."""
+
+    wait_ms: float = 2.0
+    max_items: int = 256
+    max_queued: int = 8192
+
+
 class Busy(RuntimeError):
     """The queue is full: the caller should retry later."""
 

@@ -70,18 +70,18 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from .access import AccessRules, exposure_warning, guarded
-from .batching import Busy, RewardBatcher
+from .batching import Batching, Busy, RewardBatcher
 from .inference import NonFiniteReward, PersonalizedRewardModel
 from .limits import BodySizeLimit, RequestLimits, check_pairs, check_sizes, validation_details
+from .metrics import MetricsMiddleware, ServerMetrics
 from .profiles import ProfileError, ProfileStore, UserProfile, VersionConflict
 from .request_bodies import (
     AdaptRequest,
@@ -94,16 +94,6 @@ from .request_bodies import (
 from .request_users import LabelError, users_of_labels, win_probability
 
 logger = logging.getLogger("mrm_lightning.use.server")
-
-
-@dataclass(frozen=True)
-class Batching:
-    """``--batch-wait-ms`` (0: each request alone), ``--max-batch`` items a model call, and the
-    most items queued before requests are refused with 503."""
-
-    wait_ms: float = 2.0
-    max_items: int = 256
-    max_queued: int = 8192
 
 
 PRIOR = "prior"
@@ -158,8 +148,14 @@ def create_app(
             await on_worker(close_this_threads_store, executor)
             executor.shutdown(wait=True)
 
+    metrics = ServerMetrics()
+
+    def score_counted(items: list, profiles: list) -> list[float]:
+        metrics.model_calls.inc()
+        return model.score_items(items, profiles)
+
     batcher = RewardBatcher(
-        model.score_items,
+        score_counted,
         on_worker,
         max_wait_s=batching.wait_ms / 1000,
         max_items=batching.max_items,
@@ -167,6 +163,7 @@ def create_app(
     )
     app = FastAPI(title="mrm reward server", lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -209,6 +206,7 @@ def create_app(
         except ValueError as error:
             raise HTTPException(400, str(error)) from None
         names = [PRIOR if found[u] is None else u for u in users]
+        metrics.count_items([found[u] is not None for u in users])
         answer: dict[str, Any] = {
             "rewards": scores,
             "scores": [win_probability(r) for r in scores],
@@ -344,6 +342,10 @@ def create_app(
     @app.delete("/users/{user}", dependencies=[guarded(rules.check_write)])
     async def remove_user(user: str) -> dict[str, Any]:
         return await on_worker(lambda: delete_user(user))
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return metrics.exposition()
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
