@@ -175,3 +175,14 @@ def test_adapt_drops_what_the_file_readers_drop(tmp_path):
         status, answer = call(base, "/adapt", {"user_id": "u", "pairs": pairs})
     assert status == 400
     assert "1 identical chosen and rejected, 1 empty response text" in answer["detail"]
+
+
+def test_a_request_past_its_time_gets_504_and_the_server_goes_on(tmp_path):
+    limits = RequestLimits(request_timeout_s=0.5)
+    app = create_app(SlowModel(seconds=2.0), tmp_path / "p.db", limits=limits)
+    with serving_in_a_thread(app) as base:
+        started = time.monotonic()
+        status, answer = call(base, "/get_reward", {"query": ["q"], "prompts": ["p"]})
+        assert status == 504 and "--request-timeout-s" in answer["detail"]
+        assert time.monotonic() - started < 1.5
+        assert call(base, "/health")[0] == 200

@@ -68,6 +68,12 @@ def parser() -> argparse.ArgumentParser:
         "--max-text-chars", type=int, default=65536, help="characters a text (413 beyond)"
     )
     serve.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=120.0,
+        help="a request not answered by then gets 504 (below OpenRLHF's 180 s client timeout)",
+    )
+    serve.add_argument(
         "--batch-wait-ms",
         type=float,
         default=2.0,
@@ -98,6 +104,7 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
         max_body_bytes=int(args.max_body_mb * (1 << 20)),
         max_items=args.max_items,
         max_text_chars=args.max_text_chars,
+        request_timeout_s=args.request_timeout_s,
     )
     from ..use.inference import PersonalizedRewardModel
     from ..use.server import Batching, serve

@@ -5,18 +5,23 @@
   Either way the answer is 413 naming the limit (:class:`BodySizeLimit`, an ASGI middleware).
 - Items and texts: at most ``max_items`` queries or pairs a request, ``max_text_chars``
   characters a text (413 naming the limit and the item, :func:`check_sizes`).
+- Time: a request not answered within ``request_timeout_s`` gets 504 (:func:`within`); the
+  client is free, though work already on the model's thread finishes there.
 - No answer echoes what was sent: FastAPI's validation errors carry each wrong value back
   (a 70 MB body came back whole); :func:`validation_details` keeps where and what, not the value.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.exceptions import HTTPException
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,10 +31,13 @@ class RequestLimits:
     max_body_bytes: int = 16 << 20
     max_items: int = 4096
     max_text_chars: int = 65_536
+    request_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         if min(self.max_body_bytes, self.max_items, self.max_text_chars) < 1:
             raise ValueError("--max-body-mb, --max-items and --max-text-chars must be positive")
+        if self.request_timeout_s <= 0:
+            raise ValueError("--request-timeout-s must be positive")
 
 
 def too_large(what: str) -> HTTPException:
@@ -109,3 +117,13 @@ def check_pairs(limits: RequestLimits, user: str, pairs: Sequence) -> None:
         ]
     ]
     check_sizes(limits, len(pairs), texts)
+
+
+async def within(limits: RequestLimits, work: Awaitable[T]) -> T:
+    """``work``'s result, or 504 once ``limits.request_timeout_s`` have passed."""
+    try:
+        return await asyncio.wait_for(work, limits.request_timeout_s)
+    except TimeoutError:
+        raise HTTPException(
+            504, f"not answered within {limits.request_timeout_s:g} s (--request-timeout-s)"
+        ) from None

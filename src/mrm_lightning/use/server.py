@@ -80,7 +80,14 @@ from fastapi.responses import JSONResponse, Response
 from .access import AccessRules, exposure_warning, guarded
 from .batching import Batching, Busy, RewardBatcher
 from .inference import NonFiniteReward, PersonalizedRewardModel
-from .limits import BodySizeLimit, RequestLimits, check_pairs, check_sizes, validation_details
+from .limits import (
+    BodySizeLimit,
+    RequestLimits,
+    check_pairs,
+    check_sizes,
+    validation_details,
+    within,
+)
 from .metrics import MetricsMiddleware, ServerMetrics
 from .profiles import ProfileError, ProfileStore, UserProfile, VersionConflict
 from .request_bodies import (
@@ -260,7 +267,7 @@ def create_app(
         if not users:
             return {"rewards": [], "scores": [], "extra_logs": {"personalized": []},
                     "profiles": []}  # fmt: skip
-        return await rewards(body, users)
+        return await within(limits, rewards(body, users))
 
     def adapt(user: str, given: list[Pair], append: bool, if_version: int | None) -> dict:
         """Adapt ``user`` to ``given`` pairs (after the stored ones with ``append``) and store
@@ -299,7 +306,8 @@ def create_app(
     @app.post("/adapt", dependencies=[guarded(rules.check_write)])
     async def adapt_user(body: AdaptRequest) -> dict[str, Any]:
         check_pairs(limits, body.user_id, body.pairs)
-        return await on_worker(lambda: adapt(body.user_id, body.pairs, False, body.if_version))
+        work = on_worker(lambda: adapt(body.user_id, body.pairs, False, body.if_version))
+        return await within(limits, work)
 
     def feedback(body: FeedbackRequest) -> dict:
         store, key = the_store(), body.idempotency_key
@@ -314,7 +322,7 @@ def create_app(
     @app.post("/feedback", dependencies=[guarded(rules.check_write)])
     async def add_feedback(body: FeedbackRequest) -> dict[str, Any]:
         check_pairs(limits, body.user_id, body.pairs)
-        return await on_worker(lambda: feedback(body))
+        return await within(limits, on_worker(lambda: feedback(body)))
 
     def user_info(user: str) -> dict:
         store = the_store()
