@@ -7,7 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ..training.configs import find_config
+from .data_args import add_config_argument, config_cli, parse_with_data_overrides
 from .errors import ArgumentParser
 
 DESCRIPTION = (
@@ -23,11 +23,8 @@ DESCRIPTION = (
 
 def parser() -> ArgumentParser:
     diagnose = ArgumentParser(prog="mrm diagnose", description=DESCRIPTION, allow_abbrev=False)
-    diagnose.add_argument(
-        "--config",
-        action="append",
-        required=True,
-        type=find_config,
+    add_config_argument(
+        diagnose,
         help="a run's config (a file, or a shipped name such as synthetic); repeat to stack",
     )
     diagnose.add_argument(
@@ -84,13 +81,7 @@ def parser() -> ArgumentParser:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """The diagnosis's settings; the ``--data.*`` ones in ``data_overrides``."""
-    diagnose = parser()
-    args, rest = diagnose.parse_known_args(argv)
-    for flag in rest:
-        if flag.startswith("--") and not flag.startswith("--data."):
-            diagnose.error(f"{flag}: only --data.* settings are passed on to the data module")
-    args.data_overrides = rest
-    return args
+    return parse_with_data_overrides(parser(), argv)
 
 
 def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
@@ -100,17 +91,13 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
 def main(argv: list[str]) -> dict:
     """``mrm diagnose ARGS`` from Python: every figure (what diagnose.json holds)."""
     args = parse(argv)  # before the heavy imports: --help and mistakes answer at once
-    import warnings
 
     from ..bench.diagnosis import DiagnoseSettings, diagnose
     from ..bench.diagnosis_report import summary_lines, write_outputs
     from ..bench.disagreement import TestSettings
-    from ..training.lightning_cli import cli_main
 
     started = time.perf_counter()
-    warnings.filterwarnings("ignore", message=".*args parameter is intended to run.*")
-    configs = [part for config in args.config for part in ("--config", config)]
-    cli = cli_main([*configs, *args.data_overrides], run=False, prog="mrm diagnose")
+    cli = config_cli(args, prog="mrm diagnose")
     datamodule = cli.datamodule
     datamodule.prepare_data()
     datamodule.setup()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..training.configs import find_config
+from .data_args import add_config_argument, config_cli, parse_with_data_overrides
 from .errors import ArgumentParser
 
 DESCRIPTION = (
@@ -22,11 +22,8 @@ DESCRIPTION = (
 
 def parser() -> ArgumentParser:
     tune = ArgumentParser(prog="mrm encoder-tune", description=DESCRIPTION, allow_abbrev=False)
-    tune.add_argument(
-        "--config",
-        action="append",
-        required=True,
-        type=find_config,
+    add_config_argument(
+        tune,
         help="a run's config with a text source (a file, or a shipped name such as sbic)",
     )
     tune.add_argument("--out", type=Path, required=True, help="folder for the tuned encoder")
@@ -65,13 +62,7 @@ def parser() -> ArgumentParser:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """The tuning's settings; the ``--data.*`` ones in ``data_overrides``."""
-    tune = parser()
-    args, rest = tune.parse_known_args(argv)
-    for flag in rest:
-        if flag.startswith("--") and not flag.startswith("--data."):
-            tune.error(f"{flag}: only --data.* settings are passed on to the data module")
-    args.data_overrides = rest
-    return args
+    return parse_with_data_overrides(parser(), argv)
 
 
 def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
@@ -81,13 +72,10 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
 def main(argv: list[str]):
     """``mrm encoder-tune ARGS`` from Python: the :class:`TuningRecord` (also tuning.json)."""
     args = parse(argv)  # before the heavy imports: --help and mistakes answer at once
-    import warnings
 
     import torch
 
-    from ..data.sources.text import TextPreferences
     from ..data.tuning_pairs import tuning_pairs
-    from ..training.lightning_cli import cli_main
     from ..training.reward_encoder import TuningSettings, tune_encoder
 
     settings = TuningSettings(
@@ -101,16 +89,9 @@ def main(argv: list[str]):
         lora_alpha=args.lora_alpha,
         seed=args.seed,
     )
-    warnings.filterwarnings("ignore", message=".*args parameter is intended to run.*")
-    configs = [part for config in args.config for part in ("--config", config)]
-    cli = cli_main([*configs, *args.data_overrides], run=False, prog="mrm encoder-tune")
+    cli = config_cli(args, prog="mrm encoder-tune")
+    pairs = tuning_pairs(cli.datamodule)  # refuses a source without texts
     source = cli.datamodule.source
-    if not isinstance(source, TextPreferences):
-        raise ValueError(
-            f"data.source is {type(source).__name__}, which has no texts to tune an encoder on "
-            "(use a text source such as RatingsFiles or RedditTLDR)"
-        )
-    pairs = tuning_pairs(cli.datamodule)
     precision = args.precision
     if precision == "auto":
         gpu = args.accelerator in ("gpu", "cuda") or (

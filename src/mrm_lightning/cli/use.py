@@ -212,9 +212,12 @@ def pair_dict(record: PreferenceRecord) -> dict:
 
 
 def unseen_pairs(stored: list[dict], pairs: list[dict]) -> list[dict]:
-    """``pairs`` less those already ``stored`` (the same judgement twice would weigh double)."""
-    known = {json.dumps(pair, sort_keys=True) for pair in stored}
-    return [pair for pair in pairs if json.dumps(pair, sort_keys=True) not in known]
+    """``pairs`` less those already ``stored`` (the same judgement twice would weigh double),
+    compared as ``/feedback`` compares them."""
+    from ..use.request_bodies import pair_key
+
+    known = {pair_key(pair) for pair in stored}
+    return [pair for pair in pairs if pair_key(pair) not in known]
 
 
 # ------------------------------------------------------------------ score

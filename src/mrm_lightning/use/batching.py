@@ -15,6 +15,7 @@ or error. The queue is bounded (``max_queued`` items): beyond it a request is re
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +66,7 @@ class RewardBatcher:
             raise ValueError("--batch-wait-ms must be >= 0, --max-batch and the queue >= 1")
         self.score, self.run = score, run
         self.max_wait_s, self.max_items, self.max_queued = max_wait_s, max_items, max_queued
-        self.queue: list[Waiting] = []
+        self.queue: deque[Waiting] = deque()
         self.queued_items = 0
         self.draining: asyncio.Task | None = None
         self.batches = 0  # how many model calls were made (for tests and metrics)
@@ -90,7 +91,7 @@ class RewardBatcher:
                 await asyncio.sleep(self.max_wait_s)  # let concurrent requests join
             batch, size = [], 0
             while self.queue and (not batch or size + len(self.queue[0].items) <= self.max_items):
-                waiting = self.queue.pop(0)
+                waiting = self.queue.popleft()
                 batch.append(waiting)
                 size += len(waiting.items)
             self.queued_items -= size

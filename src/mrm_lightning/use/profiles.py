@@ -311,10 +311,12 @@ class ProfileStore:
     def delete(self, user: str) -> bool:
         """Remove ``user``'s profile, judgements and feedback keys; whether there was any."""
         with self.transaction(), _store_errors(self.path):
-            found = self.version(user) > 0 or bool(self.judgements(user))
-            for table in ("profiles", "judgements", "feedback_keys"):
-                self._db.execute(f"DELETE FROM {table} WHERE user = ?", (user,))
-        return found
+            removed = [
+                self._db.execute(f"DELETE FROM {table} WHERE user = ?", (user,)).rowcount
+                for table in ("profiles", "judgements")
+            ]
+            self._db.execute("DELETE FROM feedback_keys WHERE user = ?", (user,))
+        return sum(removed) > 0
 
     def users(self) -> list[str]:
         """Every user with a profile, sorted."""
