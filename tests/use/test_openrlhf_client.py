@@ -10,8 +10,8 @@ import pytest
 
 from mrm_lightning.data.sources.pairs import read_pairs
 from mrm_lightning.use.inference import PersonalizedRewardModel
-from mrm_lightning.use.profiles import ProfileStore
 from mrm_lightning.use.server import create_app
+from mrm_lightning.use.store import ProfileStore
 from tests.cli.test_use_cli import text_model  # noqa: F401 (the module-scoped fixture)
 from tests.openrlhf_client import VERSION, load_agent
 from tests.use.test_server import serving_in_a_thread

@@ -5,7 +5,8 @@ import sqlite3
 
 import pytest
 
-from mrm_lightning.use.profiles import ProfileError, ProfileStore, UserProfile
+from mrm_lightning.use.profiles import ProfileError, UserProfile
+from mrm_lightning.use.store import ProfileStore
 
 DIGEST, OTHER = "a" * 64, "b" * 64
 

@@ -17,8 +17,8 @@ import uvicorn
 from mrm_lightning.cli import main
 from mrm_lightning.data.sources.pairs import read_pairs
 from mrm_lightning.use.inference import PersonalizedRewardModel
-from mrm_lightning.use.profiles import ProfileStore
 from mrm_lightning.use.server import create_app
+from mrm_lightning.use.store import ProfileStore
 from tests.cli.test_use_cli import text_model  # noqa: F401 (the module-scoped fixture)
 
 HOST = "127.0.0.1"  # the only address these tests ever use

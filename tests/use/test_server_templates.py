@@ -29,7 +29,7 @@ def test_templated_queries_score_as_their_plain_texts(text_model, tmp_path):  # 
     plain = [CASES[name][1] for name in names]
     expected = model.score_items(plain, [profile] * len(plain))
     store = tmp_path / "profiles.db"
-    from mrm_lightning.use.profiles import ProfileStore
+    from mrm_lightning.use.store import ProfileStore
 
     with ProfileStore(store, checkpoint=model.digest) as profiles:
         profiles.put("u3", profile)

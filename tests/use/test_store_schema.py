@@ -8,12 +8,8 @@ import sqlite3
 
 import pytest
 
-from mrm_lightning.use.profiles import (
-    ProfileDamaged,
-    ProfileStore,
-    StoreError,
-    VersionConflict,
-)
+from mrm_lightning.use.profiles import ProfileDamaged, StoreError, VersionConflict
+from mrm_lightning.use.store import ProfileStore
 from mrm_lightning.use.store_schema import PROFILE_COLUMNS, SCHEMA_VERSION, row_checksum
 from tests.cli.test_use_cli import text_model  # noqa: F401 (the module-scoped fixture)
 from tests.use.test_profiles import DIGEST, profile

@@ -6,7 +6,7 @@ import pytest
 
 from mrm_lightning.data.sources.pairs import read_pairs
 from mrm_lightning.use.inference import PersonalizedRewardModel
-from mrm_lightning.use.profiles import ProfileStore
+from mrm_lightning.use.store import ProfileStore
 from mrm_lightning.use.trl_reward import MRMRewardFunction, UnknownUserError, text_input
 from tests.cli.test_use_cli import text_model  # noqa: F401 (the module-scoped fixture)
 

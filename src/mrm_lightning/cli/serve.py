@@ -23,7 +23,10 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--ckpt", required=True, help="the trained checkpoint (.ckpt)")
     serve.add_argument(
-        "--store", required=True, help="the profile store (SQLite; created if absent)"
+        "--store",
+        required=True,
+        help="the profile store: an SQLite file (created if absent) or postgresql://USER@HOST/DB "
+        "(shared by replicas; password in PGPASSWORD or ~/.pgpass)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=5000, help="port to listen on")

@@ -51,7 +51,10 @@ def parser() -> argparse.ArgumentParser:
     )
     where = adapt.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="write the profile (JSON) here, - for stdout")
-    where.add_argument("--store", help="add or replace the profiles in this SQLite store")
+    where.add_argument(
+        "--store",
+        help="add or replace the profiles in this store (an SQLite file or postgresql:// URL)",
+    )
     adapt.add_argument(
         "--append",
         action="store_true",
@@ -188,11 +191,12 @@ def adapt_command(model, args, progress: bool) -> None:
         with output(args.out) as handle:
             handle.write(profile.to_json() + "\n")
         return
-    from ..use.profiles import ProfileStore
+    from ..use.store import ProfileStore
 
     # opened before adapting: a store that cannot be used fails now, not after the encoder
     with ProfileStore(args.store, checkpoint=model.digest) as store, store.transaction():
         new = {user: [pair_dict(r) for r in records] for user, records in by_user.items()}
+        store.lock_users(list(new))  # other writers of these users wait (PostgreSQL replicas)
         if args.append:  # read, adapt and write in one transaction: nothing stored is lost
             new = {user: unseen_pairs(store.judgements(user), pairs) for user, pairs in new.items()}
             given = {user: store.judgements(user) + pairs for user, pairs in new.items()}
@@ -223,11 +227,14 @@ def unseen_pairs(stored: list[dict], pairs: list[dict]) -> list[dict]:
 # ------------------------------------------------------------------ score
 def score_command(model, args, progress: bool) -> None:
     from ..data.sources.columns import named_as_in_file
-    from ..use.profiles import ProfileStore
+    from ..use.store import ProfileStore
 
     columns, note = columns_of(model, args, SCORE_FIELDS)
     fixed = None if args.profile is None else read_profile(model, args.profile)
-    if args.store and not Path(args.store).exists():  # scoring only reads: never make one
+    from ..use.store_postgres import is_postgres_url
+
+    # scoring only reads: never make a store file
+    if args.store and not is_postgres_url(args.store) and not Path(args.store).exists():
         raise ValueError(f"{args.store}: no such profile store (mrm adapt --store makes one)")
     store = ProfileStore(args.store, checkpoint=model.digest) if args.store else None
     found: dict[str, Any] = {}

@@ -6,22 +6,17 @@ standardisation it was made with, so that a model refuses a profile made by anot
 Its JSON keeps every float exactly (Python writes the shortest text that reads back to the same
 double), so ``UserProfile.from_json(p.to_json()) == p``.
 
-A :class:`ProfileStore` keeps profiles in one SQLite file, keyed by user id, for one checkpoint.
+Profiles are kept, keyed by user id, in a :class:`mrm_lightning.use.store.ProfileStore`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
-from .store_schema import StoreError, prepare_schema, row_checksum
-from .store_schema import store_errors as _store_errors
+from .store_schema import StoreError
 
 FORMAT_VERSION = 1
 INNER_KEYS = ("steps", "lr", "optimizer", "proximal", "warm_start")
@@ -40,7 +35,7 @@ class VersionConflict(ProfileError):
     """A write based on a version of the profile that is no longer the stored one."""
 
 
-__all__ = ["ProfileDamaged", "ProfileError", "ProfileStore", "StoreError", "UserProfile"]
+__all__ = ["ProfileDamaged", "ProfileError", "StoreError", "UserProfile", "VersionConflict"]
 
 
 # Adapted weights over standardised base rewards are a few units; far beyond that a profile is
@@ -133,201 +128,3 @@ def _is_number(value: object) -> bool:
 
 def _refuse_constant(name: str) -> float:
     raise ProfileError(f"{name} is not a finite number")
-
-
-class ProfileStore:
-    """Profiles in one SQLite file, one row per user, all made with one checkpoint.
-
-    Writes are transactions in WAL mode: a reader in another connection or process sees a
-    profile whole, before or after a write, never half of it.
-
-    Args:
-        path: the SQLite file (created if absent).
-        checkpoint: sha256 of the model reading or writing; a store holding profiles of another
-            checkpoint is then refused.
-    """
-
-    def __init__(self, path: str | Path, checkpoint: str | None = None) -> None:
-        self.path = str(path)
-        self._depth = 0
-        self.checkpoint = checkpoint
-        with _store_errors(self.path):
-            # autocommit mode: transactions are opened explicitly (see `transaction`)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        try:
-            with _store_errors(self.path):
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._check_tables()
-                other = None
-                if checkpoint is not None:
-                    other = self._db.execute(
-                        "SELECT checkpoint FROM profiles WHERE checkpoint != ? LIMIT 1",
-                        (checkpoint,),
-                    ).fetchone()
-            if other is not None:
-                raise ProfileError(
-                    f"{self.path}: the store holds profiles of checkpoint {other[0]}, "
-                    f"the model is checkpoint {checkpoint}"
-                )
-        except BaseException:
-            self._db.close()
-            raise
-
-    def _check_tables(self) -> None:
-        """Make a new store's tables, upgrade an old one, or check them (:mod:`.store_schema`),
-        in one write transaction: two processes opening a new store make it once."""
-        with self.transaction():
-            prepare_schema(self._db, self.path)
-
-    @contextmanager
-    def transaction(self) -> Iterator[ProfileStore]:
-        """Group writes: all of them land, or none (nested calls join the outer one)."""
-        if self._depth == 0:
-            with _store_errors(self.path):  # another writer holding it past the timeout
-                self._db.execute("BEGIN IMMEDIATE")
-        self._depth += 1
-        try:
-            yield self
-        except BaseException:
-            self._depth -= 1
-            if self._depth == 0:
-                self._db.execute("ROLLBACK")
-            raise
-        self._depth -= 1
-        if self._depth == 0:
-            with _store_errors(self.path):
-                self._db.execute("COMMIT")
-
-    def put(self, user: str, profile: UserProfile, expected_version: int | None = None) -> int:
-        """Add or replace ``user``'s profile; return its new version (1 for a new user, one
-        more on each write). ``expected_version``: write only if the stored profile is still
-        at that version (0: no profile), else :class:`VersionConflict`, so that a write based
-        on what another writer has since replaced is never silently lost."""
-        profile.check()
-        if self.checkpoint is not None and profile.checkpoint != self.checkpoint:
-            raise ProfileError(
-                f"profile of {user!r} was made by checkpoint {profile.checkpoint}, "
-                f"the store is for checkpoint {self.checkpoint}"
-            )
-        with self.transaction(), _store_errors(self.path):
-            other = self._db.execute(
-                "SELECT checkpoint FROM profiles WHERE checkpoint != ? LIMIT 1",
-                (profile.checkpoint,),
-            ).fetchone()
-            if other is not None:
-                raise ProfileError(
-                    f"{self.path}: the store holds profiles of checkpoint {other[0]}, "
-                    f"the profile of {user!r} is from checkpoint {profile.checkpoint}"
-                )
-            current = self.version(user)
-            if expected_version is not None and expected_version != current:
-                raise VersionConflict(
-                    f"profile of {user!r} is at version {current}; this write was based on "
-                    f"version {expected_version}: read it again, then write"
-                )
-            text = profile.to_json()
-            checksum = row_checksum(user, profile.checkpoint, text)
-            self._db.execute(
-                "INSERT INTO profiles (user, checkpoint, profile, version, checksum) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(user) DO UPDATE SET "
-                "checkpoint = excluded.checkpoint, profile = excluded.profile, "
-                "version = excluded.version, checksum = excluded.checksum",
-                (user, profile.checkpoint, text, current + 1, checksum),
-            )
-            return current + 1
-
-    def version(self, user: str) -> int:
-        """How many times ``user``'s profile was written (0: never)."""
-        with _store_errors(self.path):
-            row = self._db.execute("SELECT version FROM profiles WHERE user = ?", (user,))
-            found = row.fetchone()
-        return 0 if found is None else int(found[0])
-
-    def get(self, user: str) -> UserProfile | None:
-        """``user``'s profile, or None if the store has none."""
-        with _store_errors(self.path):
-            row = self._db.execute(
-                "SELECT checkpoint, profile, checksum FROM profiles WHERE user = ?", (user,)
-            ).fetchone()
-        if row is None:
-            return None
-        if self.checkpoint is not None and row[0] != self.checkpoint:
-            raise ProfileError(
-                f"{self.path}: profile of {user!r} is from checkpoint {row[0]}, "
-                f"the model is checkpoint {self.checkpoint}"
-            )
-        try:
-            profile = UserProfile.from_json(row[1])
-        except ProfileError as error:
-            raise ProfileError(f"{self.path}: profile of {user!r}: {error}") from None
-        if row[2] != row_checksum(user, row[0], row[1]):
-            raise ProfileDamaged(
-                f"{self.path}: profile of {user!r} fails its checksum: the row was changed "
-                "outside mrm; adapt the user again (mrm adapt, POST /adapt)"
-            )
-        return profile
-
-    def judgements(self, user: str) -> list[dict]:
-        """The pairs ``user``'s profile was adapted from, oldest first."""
-        with _store_errors(self.path):
-            rows = self._db.execute(
-                "SELECT pair FROM judgements WHERE user = ? ORDER BY position", (user,)
-            )
-            return [json.loads(row[0]) for row in rows]
-
-    def set_judgements(self, user: str, pairs: list[dict], append: bool = False) -> int:
-        """Store ``pairs`` (JSON-able dicts) as ``user``'s judgements, after the earlier ones
-        with ``append``, else in their place; return how many the user now has."""
-        with self.transaction(), _store_errors(self.path):
-            if not append:
-                self._db.execute("DELETE FROM judgements WHERE user = ?", (user,))
-            (start,) = self._db.execute(
-                "SELECT COALESCE(MAX(position) + 1, 0) FROM judgements WHERE user = ?", (user,)
-            ).fetchone()
-            self._db.executemany(
-                "INSERT INTO judgements (user, position, pair) VALUES (?, ?, ?)",
-                [(user, start + i, json.dumps(pair)) for i, pair in enumerate(pairs)],
-            )
-            (count,) = self._db.execute(
-                "SELECT COUNT(*) FROM judgements WHERE user = ?", (user,)
-            ).fetchone()
-        return int(count)
-
-    def feedback_answer(self, user: str, key: str) -> dict | None:
-        """The answer already given to ``user``'s feedback with idempotency ``key``, if any."""
-        with _store_errors(self.path):
-            row = self._db.execute(
-                "SELECT answer FROM feedback_keys WHERE user = ? AND key = ?", (user, key)
-            ).fetchone()
-        return None if row is None else json.loads(row[0])
-
-    def remember_feedback(self, user: str, key: str, answer: dict) -> None:
-        with self.transaction(), _store_errors(self.path):
-            self._db.execute(
-                "INSERT OR REPLACE INTO feedback_keys (user, key, answer) VALUES (?, ?, ?)",
-                (user, key, json.dumps(answer)),
-            )
-
-    def delete(self, user: str) -> bool:
-        """Remove ``user``'s profile, judgements and feedback keys; whether there was any."""
-        with self.transaction(), _store_errors(self.path):
-            removed = [
-                self._db.execute(f"DELETE FROM {table} WHERE user = ?", (user,)).rowcount
-                for table in ("profiles", "judgements")
-            ]
-            self._db.execute("DELETE FROM feedback_keys WHERE user = ?", (user,))
-        return sum(removed) > 0
-
-    def users(self) -> list[str]:
-        """Every user with a profile, sorted."""
-        with _store_errors(self.path):
-            return [row[0] for row in self._db.execute("SELECT user FROM profiles ORDER BY user")]
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> ProfileStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

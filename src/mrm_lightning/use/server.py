@@ -66,9 +66,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -89,7 +87,8 @@ from .limits import (
     within,
 )
 from .metrics import MetricsMiddleware, ServerMetrics
-from .profiles import ProfileError, ProfileStore, UserProfile, VersionConflict
+from .model_thread import DaemonThreadExecutor
+from .profiles import ProfileError, UserProfile, VersionConflict
 from .request_bodies import (
     AdaptRequest,
     FeedbackRequest,
@@ -99,6 +98,8 @@ from .request_bodies import (
     usable_pairs,
 )
 from .request_users import LabelError, users_of_labels, win_probability
+from .store import ProfileStore, location_of, public_name
+from .thread_stores import ThreadStores
 
 logger = logging.getLogger("mrm_lightning.use.server")
 
@@ -117,7 +118,7 @@ def create_app(
     batching: Batching | None = None,
 ) -> FastAPI:
     """The server's app. ``store`` is the profile store's path (of a ProfileStore, only its
-    path is used: the app opens its own connection in its worker thread, as SQLite asks).
+    target is used: the app opens a connection in each thread that uses it).
     ``user_field``: ``labels`` also reads each item's user from ``labels`` (OpenRLHF).
     ``access``: the keys writes and reads need (:mod:`.access`; None: open). ``limits``:
     the largest body, item count and text a request may hold (:mod:`.limits`)."""
@@ -127,33 +128,29 @@ def create_app(
         raise ValueError(f"unknown_user must be 'prior' or 'error', got {unknown_user!r}")
     if user_field not in ("user_id", "labels"):
         raise ValueError(f"user_field must be 'user_id' or 'labels', got {user_field!r}")
-    path = store.path if isinstance(store, ProfileStore) else str(store)
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrm-model")
+    target = store.target if isinstance(store, ProfileStore) else str(store)
+    location, short_name = location_of(target), public_name(target)
+    worker = DaemonThreadExecutor("mrm-model")
     # /health has a thread and a store connection of its own: a long scoring request on the
     # model's thread never delays a probe
-    prober = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrm-probe")
-    opened: dict[str, ProfileStore] = {}  # each thread's connection, opened on first use
+    prober = DaemonThreadExecutor("mrm-probe")
+    stores = ThreadStores(target, model.digest)  # one connection per thread
+    the_store = stores.get
 
-    def the_store() -> ProfileStore:
-        thread = threading.current_thread().name
-        if thread not in opened:
-            opened[thread] = ProfileStore(path, checkpoint=model.digest)
-        return opened[thread]
-
-    def close_this_threads_store() -> None:
-        store = opened.pop(threading.current_thread().name, None)
-        if store is not None:
-            store.close()
-
-    async def on_worker(work: Callable[[], T], executor: ThreadPoolExecutor = worker) -> T:
+    async def on_worker(work: Callable[[], T], executor: DaemonThreadExecutor = worker) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, work)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        # stopping (SIGTERM): close each thread's store connection, unless the thread is still
+        # in a model call; then it is left behind (a daemon), unanswered, and the process ends
         for executor in (worker, prober):
-            await on_worker(close_this_threads_store, executor)
-            executor.shutdown(wait=True)
+            try:
+                await asyncio.wait_for(on_worker(stores.close_this_threads, executor), 2.0)
+            except TimeoutError:
+                logger.warning("stopping with a model call in flight; it is abandoned")
+            executor.shutdown(wait=False, cancel_futures=True)
 
     metrics = ServerMetrics()
 
@@ -184,8 +181,9 @@ def create_app(
         return JSONResponse({"detail": detail}, status_code=500)
 
     def private(message: str) -> str:
-        """A message for a client: the store's file named by its name, not its path."""
-        return message.replace(path, Path(path).name)
+        """A message for a client: the store named by its file or database, not its path or
+        host."""
+        return message.replace(location, short_name)
 
     def profile_of(user: str | None) -> UserProfile | None:
         try:
@@ -275,6 +273,7 @@ def create_app(
         waits, so no acknowledged pair is lost."""
         store = the_store()
         with store.transaction():
+            store.lock_users([user])  # other replicas' writes of this user wait, or are read
             earlier = store.judgements(user) if append else []
             pairs, dropped = usable_pairs(given, already=earlier)
             if not pairs:
@@ -312,6 +311,7 @@ def create_app(
     def feedback(body: FeedbackRequest) -> dict:
         store, key = the_store(), body.idempotency_key
         with store.transaction():
+            store.lock_users([body.user_id])
             if key is not None and (answer := store.feedback_answer(body.user_id, key)):
                 return {**answer, "repeated": True}
             answer = adapt(body.user_id, body.pairs, append=True, if_version=None)

@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from ..data.encoder import TextInput
 from .inference import PersonalizedRewardModel
-from .profiles import ProfileStore, UserProfile
+from .profiles import UserProfile
+from .store import ProfileStore
 
 UnknownUser = Literal["prior", "error"]
 
