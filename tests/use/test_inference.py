@@ -147,7 +147,9 @@ def test_tampered_or_foreign_profiles_are_refused(trained):
     profile = model.adapt(user_pairs(dm, TRAIN, int(dm.split.unseen_users[0])))
     x = torch.eye(8)
     with pytest.raises(ProfileError, match="3 base reward functions"):
-        model.score_embeddings(x, dataclasses.replace(profile, weights=profile.weights[:2]))
+        model.score_embeddings(
+            x, dataclasses.replace(profile, weights=profile.weights[:2], posterior=None)
+        )
     with pytest.raises(ProfileError, match="checkpoint digest"):
         model.score_embeddings(x, dataclasses.replace(profile, checkpoint="0" * 64))
     with pytest.raises(ProfileError, match="encoder identity"):

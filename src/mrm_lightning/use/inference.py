@@ -29,6 +29,14 @@ from ..method.heads import combine
 from ..training.checkpoint_file import CheckpointError, model_settings, read_checkpoint
 from ..training.module import MetaRewardModel
 from .profiles import ProfileError, UserProfile
+from .user_uncertainty import (
+    DEFAULT_PRIOR_PRECISION,
+    choose_pairs,
+    laplace_covariances,
+    moments,
+    posterior_kind,
+    win_probabilities,
+)
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict, str]:
@@ -79,6 +87,8 @@ class PersonalizedRewardModel:
         columns: the checkpoint's :func:`~mrm_lightning.data.sources.columns.columns_record`:
             the training files' column names, which ``mrm adapt`` and ``mrm score`` read new
             users' files with; None where training read no such files.
+        prior_precision: the Laplace posterior's prior precision around w0 (gradient
+            adaptation; :mod:`.user_uncertainty`).
     """
 
     def __init__(
@@ -90,9 +100,12 @@ class PersonalizedRewardModel:
         cache_dir: str | None = None,
         progress: bool = False,
         columns: dict | None = None,
+        prior_precision: float = DEFAULT_PRIOR_PRECISION,
     ) -> None:
+        if not prior_precision > 0:
+            raise ValueError(f"prior_precision must be > 0, got {prior_precision}")
         self.model, self.digest, self.encoder_info = model, digest, encoder
-        self.columns = columns
+        self.columns, self.prior_precision = columns, float(prior_precision)
         self.device, self.cache_dir, self.progress = device, cache_dir, progress
         self._encoder: TextEncoder | None = None
 
@@ -103,6 +116,7 @@ class PersonalizedRewardModel:
         device: str = "auto",
         cache_dir: str | None = None,
         progress: bool = False,
+        prior_precision: float = DEFAULT_PRIOR_PRECISION,
     ) -> PersonalizedRewardModel:
         """Load ``path`` safely (weights only) and rebuild the model it was saved from."""
         checkpoint, digest = load_checkpoint(path)
@@ -121,7 +135,7 @@ class PersonalizedRewardModel:
         model.eval().requires_grad_(False)
         encoder = checkpoint.get("mrm_encoder")
         columns = checkpoint.get("mrm_columns")
-        return cls(model, digest, encoder, device, cache_dir, progress, columns)
+        return cls(model, digest, encoder, device, cache_dir, progress, columns, prior_precision)
 
     # ------------------------------------------------------------ what it is
     @property
@@ -260,6 +274,7 @@ class PersonalizedRewardModel:
                 weights = self.model.adapt_users(
                     batch, first_order=True, lr_scale=float(self.model.selected_lr_scale)
                 ).detach()
+        posteriors = self._posteriors(weights, batch)
         made = datetime.now(timezone.utc).isoformat()  # noqa: UP017 (3.10 has no datetime.UTC)
         common = dict(
             checkpoint=self.digest,
@@ -269,9 +284,27 @@ class PersonalizedRewardModel:
             created_at=made,
         )
         return {
-            user: UserProfile(weights=[float(w) for w in row], num_pairs=size, **common)
-            for user, row, size in zip(users, weights, sizes)
+            user: UserProfile(
+                weights=[float(w) for w in row], num_pairs=size, posterior=posterior, **common
+            )
+            for user, row, size, posterior in zip(users, weights, sizes, posteriors)
         }
+
+    def _posteriors(self, weights: Tensor, batch: dict) -> list[dict | None]:
+        """Each adapted user's posterior, as the profile stores it."""
+        kind = posterior_kind(self.inner_settings())
+        if kind != "laplace":
+            return [None if kind is None else {"kind": kind}] * len(weights)
+        differences = self.base_of(batch["support_chosen"]) - self.base_of(
+            batch["support_rejected"]
+        )
+        covariances = laplace_covariances(
+            weights, differences, batch["support_mask"], self.combination, self.prior_precision
+        )
+        return [
+            {"kind": "laplace", "covariance": cov.tolist(), "prior_precision": self.prior_precision}
+            for cov in covariances
+        ]
 
     # --------------------------------------------------------------- scoring
     def check_profile(self, profile: UserProfile) -> None:
@@ -303,6 +336,20 @@ class PersonalizedRewardModel:
                 f"{len(self.prior())} base reward functions"
             )
 
+    @property
+    def combination(self) -> str:
+        return str(self.model.hparams.combination)
+
+    @torch.no_grad()
+    def base_of(self, embeddings: Tensor) -> Tensor:
+        """``[..., K]`` the base rewards of ``[..., D]`` embeddings."""
+        embeddings = embeddings.float()
+        if self.uses_warm_start:  # the global model's base functions (see warm_start_margins)
+            return torch.nn.functional.linear(
+                embeddings * self.model.base_rewards.scale, self.model.warm_weight
+            )
+        return self.model.base_rewards(embeddings)
+
     @torch.no_grad()
     def score_embeddings(
         self, embeddings: Tensor, profile: UserProfile | None = None
@@ -313,15 +360,9 @@ class PersonalizedRewardModel:
         dim = int(self.model.hparams.embedding_dim)
         if embeddings.ndim != 2 or embeddings.shape[1] != dim:
             raise ValueError(f"embeddings must be [N, {dim}], got {tuple(embeddings.shape)}")
-        embeddings = embeddings.float()
-        if self.uses_warm_start:  # the global model's base functions (see warm_start_margins)
-            base = torch.nn.functional.linear(
-                embeddings * self.model.base_rewards.scale, self.model.warm_weight
-            )
-        else:
-            base = self.model.base_rewards(embeddings)
+        base = self.base_of(embeddings)
         weights = torch.tensor(self.prior() if profile is None else profile.weights)
-        rewards = combine(weights.unsqueeze(0), base.unsqueeze(0), self.model.hparams.combination)
+        rewards = combine(weights.unsqueeze(0), base.unsqueeze(0), self.combination)
         return [float(r) for r in rewards[0]]
 
     def score(
@@ -364,6 +405,95 @@ class PersonalizedRewardModel:
             )
         return rewards
 
+    # ----------------------------------------------------------- uncertainty
+    def posterior(self, profile: UserProfile | None) -> tuple[Tensor, Tensor | None]:
+        """``[1, K]`` weights and ``[1, K, K]`` covariance (None: categorical) of a profile's
+        posterior, or of the prior where there is no profile."""
+        kind = posterior_kind(self.inner_settings())
+        if kind is None:
+            raise ProfileError(
+                "validation chose the global model (no adaptation) for this checkpoint: it "
+                "models no per-user uncertainty"
+            )
+        if profile is None:
+            weights = torch.tensor([self.prior()], dtype=torch.float64)
+            k = weights.shape[1]
+            eye = torch.eye(k, dtype=torch.float64).unsqueeze(0)
+            return weights, None if kind == "categorical" else eye / self.prior_precision
+        self.check_profile(profile)
+        if profile.posterior is None:
+            raise ProfileError(
+                "the profile carries no uncertainty (made before profiles had one): adapt the "
+                "user again"
+            )
+        weights = torch.tensor([profile.weights], dtype=torch.float64)
+        if profile.posterior["kind"] == "categorical":
+            return weights, None
+        return weights, torch.tensor([profile.posterior["covariance"]], dtype=torch.float64)
+
+    @torch.no_grad()
+    def reward_moments(
+        self, embeddings: Tensor, profile: UserProfile | None = None
+    ) -> tuple[list[float], list[float]]:
+        """Each of ``[N, D]`` response embeddings' reward under the posterior: (mean, standard
+        deviation). The mean is the point reward for a categorical posterior's expectation and
+        for the Laplace one (linearised at the adapted weights)."""
+        weights, covariance = self.posterior(profile)
+        mean, variance = moments(
+            weights, covariance, self.base_of(embeddings)[None], self.combination
+        )
+        return [float(m) for m in mean[0]], [float(v) ** 0.5 for v in variance[0]]
+
+    @torch.no_grad()
+    def win_probability_embeddings(
+        self, first: Tensor, second: Tensor, profile: UserProfile | None = None
+    ) -> list[float]:
+        """For each row of ``[N, D]`` ``first`` and ``second``: the probability the user
+        prefers ``first``, integrated over the posterior."""
+        weights, covariance = self.posterior(profile)
+        differences = (self.base_of(first) - self.base_of(second))[None]
+        return [
+            float(p)
+            for p in win_probabilities(weights, covariance, differences, self.combination)[0]
+        ]
+
+    def next_pairs(
+        self, profile: UserProfile | None, candidates: Any, k: int = 1, answered: Any = ()
+    ) -> list[int]:
+        """Indices of the ``k`` candidate comparisons to ask this user next, most
+        informative first (expected information gain about their weights; see
+        :func:`~mrm_lightning.use.user_uncertainty.choose_pairs`). ``candidates``: pairs of
+        texts (``prompt``, ``a``, ``b`` or ``chosen``, ``rejected``; the order of the two does
+        not matter) or ``{"chosen": Tensor[N, D], "rejected": Tensor[N, D]}``. A candidate
+        that repeats an ``answered`` pair (either order) or an earlier candidate is never
+        chosen; fewer than ``k`` come back where fewer remain."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        weights, covariance = self.posterior(profile)
+        embedded = isinstance(candidates, Mapping)
+        if embedded:
+            first, second = self.pair_embeddings(candidates)
+            available = torch.ones(len(first), dtype=torch.bool)
+        else:
+            pairs = [_candidate_pair(c) for c in candidates]
+            seen = {_unordered(_candidate_pair(a)) for a in answered}
+            available = torch.zeros(len(pairs), dtype=torch.bool)
+            for row, pair in enumerate(pairs):
+                key = _unordered(pair)
+                available[row] = key not in seen and pair["chosen"] != pair["rejected"]
+                seen.add(key)
+            first, second = self.pair_embeddings(pairs)
+        differences = (self.base_of(first) - self.base_of(second))[None]
+        chosen = choose_pairs(
+            weights,
+            covariance,
+            differences,
+            available[None],
+            min(k, len(available)),
+            self.combination,
+        )[0]
+        return [int(i) for i in chosen if i >= 0]
+
     def rank(
         self,
         prompt: str,
@@ -374,6 +504,20 @@ class PersonalizedRewardModel:
         """Indices of the responses best first, and their scores in the input order."""
         scores = self.score(prompt, responses, profile, history)
         return ranking(scores), scores
+
+
+def _candidate_pair(pair: Any) -> dict:
+    """A candidate comparison as a pair dict: ``a``/``b`` read as ``chosen``/``rejected``."""
+    if isinstance(pair, Mapping) and "a" in pair and "b" in pair:
+        return {"prompt": pair.get("prompt"), "chosen": pair["a"], "rejected": pair["b"],
+                "history": pair.get("history") or ()}  # fmt: skip
+    history, prompt, chosen, rejected = _text_pair(pair)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "history": history}
+
+
+def _unordered(pair: dict) -> tuple:
+    history = tuple(tuple(turn) for turn in _turns(pair.get("history") or ()))
+    return history, pair["prompt"], frozenset((pair["chosen"], pair["rejected"]))
 
 
 def ranking(scores: Sequence[float]) -> list[int]:

@@ -18,7 +18,10 @@ from typing import Any
 
 from .store_schema import StoreError
 
-FORMAT_VERSION = 1
+# 2 added ``posterior``; a version-1 profile reads as one without it (no uncertainty)
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+POSTERIOR_KINDS = ("laplace", "categorical")
 INNER_KEYS = ("steps", "lr", "optimizer", "proximal", "warm_start")
 STANDARDIZATION_KEYS = ("fitted_scale", "input_scale")
 
@@ -58,6 +61,11 @@ class UserProfile:
             ``optimizer``, ``proximal``, ``warm_start`` (True: the global model, no adaptation).
         created_at: ISO 8601 UTC time of making.
         format_version: of this structure.
+        posterior: how sure the model is about the weights (:mod:`.user_uncertainty`):
+            ``{"kind": "laplace", "covariance": K x K, "prior_precision": float}`` (gradient
+            adaptation: a Gaussian around ``weights``), ``{"kind": "categorical"}``
+            (posterior adaptation: ``softmax(weights)`` is the exact posterior over the base
+            functions), or None (none known: the global model, or a version-1 profile).
     """
 
     weights: list[float]
@@ -68,6 +76,7 @@ class UserProfile:
     inner: dict[str, Any]
     created_at: str
     format_version: int = FORMAT_VERSION
+    posterior: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """One line of JSON; floats written exactly, NaN or infinity refused."""
@@ -82,6 +91,8 @@ class UserProfile:
             raise ProfileError(f"profile is not valid JSON: {error}") from None
         if not isinstance(data, dict):
             raise ProfileError("profile must be a JSON object")
+        if data.get("format_version") == 1 and "posterior" not in data:
+            data = {**data, "format_version": FORMAT_VERSION, "posterior": None}
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data]
         unknown = sorted(set(data) - set(names))
@@ -96,7 +107,7 @@ class UserProfile:
         if self.format_version != FORMAT_VERSION:
             raise ProfileError(
                 f"profile format_version {self.format_version!r}, this version reads "
-                f"{FORMAT_VERSION}"
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
             )
         weights = self.weights
         if not isinstance(weights, list) or not weights or not all(_is_number(w) for w in weights):
@@ -120,6 +131,44 @@ class UserProfile:
             raise ProfileError("profile field 'num_pairs' must be an integer >= 0")
         if not isinstance(self.created_at, str):
             raise ProfileError("profile field 'created_at' must be a string")
+        self._check_posterior()
+
+    def _check_posterior(self) -> None:
+        posterior, k = self.posterior, len(self.weights)
+        if posterior is None:
+            return
+        if not isinstance(posterior, dict) or posterior.get("kind") not in POSTERIOR_KINDS:
+            raise ProfileError(f"profile field 'posterior' needs a 'kind' of {POSTERIOR_KINDS}")
+        if posterior["kind"] == "categorical":
+            if sorted(posterior) != ["kind"]:
+                raise ProfileError("profile field 'posterior': a categorical one has only 'kind'")
+            return
+        if sorted(posterior) != ["covariance", "kind", "prior_precision"]:
+            raise ProfileError(
+                "profile field 'posterior': a laplace one needs 'covariance' and 'prior_precision'"
+            )
+        cov, precision = posterior["covariance"], posterior["prior_precision"]
+        if not (
+            isinstance(cov, list)
+            and len(cov) == k
+            and all(isinstance(row, list) and len(row) == k for row in cov)
+            and all(_is_number(v) and math.isfinite(v) for row in cov for v in row)
+        ):
+            raise ProfileError(
+                f"profile field 'posterior': 'covariance' must be {k} x {k} finite numbers"
+            )
+        symmetric = all(
+            abs(cov[i][j] - cov[j][i]) <= 1e-9 * (1 + abs(cov[i][j]))
+            for i in range(k)
+            for j in range(i)
+        )
+        if not symmetric or any(cov[i][i] < 0 or cov[i][i] > MAX_WEIGHT for i in range(k)):
+            raise ProfileError(
+                "profile field 'posterior': 'covariance' must be symmetric with variances in "
+                f"[0, {MAX_WEIGHT:g}]"
+            )
+        if not (_is_number(precision) and 0 < precision < math.inf):
+            raise ProfileError("profile field 'posterior': 'prior_precision' must be > 0")
 
 
 def _is_number(value: object) -> bool:
