@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("embed", "encode a config's texts into its embedding cache (sharded over devices)"),
     "adapt": ("use", "adapt a trained model to users from their pairs: profiles"),
     "score": ("use", "score candidate responses for a user (or the prior)"),
+    "ask": ("ask", "choose the comparisons to ask a user next, most informative first"),
     "serve": ("serve", "serve a trained model over HTTP (OpenRLHF's reward-model API)"),
     "bench": ("bench", "MRM against its peers on one protocol: table and few-shot curve"),
     "diagnose": ("diagnose", "is personalization warranted? users' disagreement, before training"),
