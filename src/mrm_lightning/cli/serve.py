@@ -3,6 +3,7 @@
 mrm serve --ckpt best.ckpt --store profiles.db --port 5000 [--host 127.0.0.1]
           [--unknown-user prior|error] [--user-field user_id|labels]
           [--api-key KEY | MRM_API_KEY] [--read-key KEY | MRM_READ_KEY] [--read-only]
+          [--policy-tokenizer PATH]
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 
 from ..use.access import API_KEY_ENV, READ_KEY_ENV, AccessRules
 from ..use.limits import RequestLimits
+from ..use.policy_template import load_policy_template
 from .errors import ArgumentParser
 
 
@@ -43,6 +45,12 @@ def parser() -> argparse.ArgumentParser:
         help="where /get_reward finds each item's user besides user_id/user_ids: labels reads "
         "OpenRLHF's labels (run OpenRLHF with --data.label_key user_id): an id, "
         '{"user_id": ...}, or that object as JSON; "" for the prior',
+    )
+    serve.add_argument(
+        "--policy-tokenizer",
+        metavar="PATH",
+        help="the policy's tokenizer folder: /get_reward reads queries in its chat template "
+        "back into plain turns (the built-in templates, then plain text, remain the fallback)",
     )
     serve.add_argument(
         "--api-key",
@@ -109,6 +117,8 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
         max_text_chars=args.max_text_chars,
         request_timeout_s=args.request_timeout_s,
     )
+    # a bad tokenizer folder fails here, naming it, before the checkpoint loads
+    policy_template = load_policy_template(args.policy_tokenizer) if args.policy_tokenizer else None
     from ..use.inference import PersonalizedRewardModel
     from ..use.server import Batching, serve
 
@@ -127,4 +137,5 @@ def run(command: str, argv: list[str], from_sys_argv: bool = False) -> None:
         access=access,
         limits=limits,
         batching=Batching(wait_ms=args.batch_wait_ms, max_items=args.max_batch),
+        policy_template=policy_template,
     )

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..data.records import DUPLICATE_PAIR, pair_or_drop_reason
 from .chat_templates import parse_templated
+from .policy_template import TemplateMarkup
 
 
 class RewardRequest(BaseModel):
@@ -47,10 +48,14 @@ class FeedbackRequest(BaseModel):
     idempotency_key: str | None = None
 
 
-def item_of(query: str, prompt: str) -> tuple[tuple[tuple[str, str], ...], str, str]:
-    """(history, prompt, response) of one query: parsed from its chat template where a known
-    one renders it (:mod:`.chat_templates`), else the prompt and :func:`response_of`."""
-    parsed = parse_templated(query, prompt)
+def item_of(
+    query: str, prompt: str, policy: TemplateMarkup | None = None
+) -> tuple[tuple[tuple[str, str], ...], str, str]:
+    """(history, prompt, response) of one query: parsed with the ``policy``'s own template
+    where given and it renders the query (:mod:`.policy_template`), else from a known chat
+    template (:mod:`.chat_templates`), else the prompt and :func:`response_of`."""
+    parsed = None if policy is None else policy.parse(query, prompt)
+    parsed = parsed if parsed is not None else parse_templated(query, prompt)
     return parsed if parsed is not None else ((), prompt, response_of(query, prompt))
 
 

@@ -15,11 +15,10 @@ Endpoints (JSON in, JSON out):
         "profiles": ["u17", "prior", ...], "profile": "u17"}
 
   OpenRLHF sends each full text (prompt and response, as generated) in ``query`` and the
-  prompt in ``prompts``. A query rendered with a known chat template (ChatML/Qwen, Llama 3,
-  Mistral/Llama 2, Gemma, Phi-3, Zephyr: :mod:`.chat_templates`) is scored as its plain
-  (history, prompt, response), markup and special tokens removed. Otherwise the response is
-  the query with the prompt removed from its start where the query starts with the prompt,
-  else the whole query; either way with whitespace stripped from both ends.
+  prompt in ``prompts``. A query in the policy's own template (``--policy-tokenizer``) or a
+  known one (ChatML/Qwen, Llama 3, Mistral/Llama 2, Gemma, Phi-3, Zephyr) is scored as its
+  plain (history, prompt, response), markup removed (:func:`.request_bodies.item_of`); else
+  the response is the query less a prompt it starts with, whitespace stripped at both ends.
 
   ``profiles`` names the profile that scored each item (the user id, or ``prior``);
   ``profile`` is there when one profile scored them all. ``scores`` are
@@ -88,6 +87,7 @@ from .limits import (
 )
 from .metrics import MetricsMiddleware, ServerMetrics
 from .model_thread import DaemonThreadExecutor
+from .policy_template import TemplateMarkup
 from .profiles import ProfileError, UserProfile, VersionConflict
 from .request_bodies import (
     AdaptRequest,
@@ -103,7 +103,6 @@ from .thread_stores import ThreadStores
 
 logger = logging.getLogger("mrm_lightning.use.server")
 
-
 PRIOR = "prior"
 T = TypeVar("T")
 
@@ -116,6 +115,7 @@ def create_app(
     access: AccessRules | None = None,
     limits: RequestLimits | None = None,
     batching: Batching | None = None,
+    policy_template: TemplateMarkup | None = None,  # tried before the built-in templates
 ) -> FastAPI:
     """The server's app. ``store`` is the profile store's path (of a ProfileStore, only its
     target is used: the app opens a connection in each thread that uses it).
@@ -201,7 +201,7 @@ def create_app(
 
     async def rewards(body: RewardRequest, users: list[str | None]) -> dict[str, Any]:
         found = await on_worker(lambda: profiles_of(users))
-        items = [item_of(q, p) for q, p in zip(body.query, body.prompts)]
+        items = [item_of(q, p, policy_template) for q, p in zip(body.query, body.prompts)]
         try:  # with the other requests queued meanwhile: one encoder call for all
             scores = await batcher.rewards(items, [found[u] for u in users])
         except Busy as error:
@@ -381,6 +381,7 @@ def serve(
     access: AccessRules | None = None,
     limits: RequestLimits | None = None,
     batching: Batching | None = None,
+    policy_template: TemplateMarkup | None = None,
 ) -> None:
     """Check that the encoder and the store open (fail now, not on the first request), then
     serve until interrupted."""
@@ -391,9 +392,9 @@ def serve(
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
     access = access or AccessRules()
-    warning = exposure_warning(host, access)
-    if warning:
+    if warning := exposure_warning(host, access):
         logger.warning(warning)
-    app = create_app(model, store_path, unknown_user, user_field, access, limits, batching)
+    app = create_app(model, store_path, unknown_user, user_field, access, limits, batching,
+                     policy_template)  # fmt: skip
     # SIGTERM: stop taking requests, give those in flight a few seconds, then stop
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
