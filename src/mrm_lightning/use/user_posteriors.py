@@ -1,0 +1,147 @@
+"""The posterior side of :class:`~mrm_lightning.use.inference.PersonalizedRewardModel`: each
+adapted user's posterior as a profile stores it, rewards' spread, win probabilities over the
+posterior, and the next comparisons to ask (:mod:`.user_uncertainty` has the maths).
+
+A mixin: its methods use the model's ``inner_settings``, ``prior``, ``check_profile``,
+``base_of``, ``pair_embeddings``, ``combination`` and ``prior_precision``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .pair_texts import text_pair, turns
+from .profiles import ProfileError, UserProfile
+from .user_uncertainty import (
+    choose_pairs,
+    laplace_covariances,
+    moments,
+    posterior_kind,
+    win_probabilities,
+)
+
+
+class UserPosteriors:
+    """Uncertainty about users, for a model that adapts and scores them."""
+
+    def _posteriors(self, weights: Tensor, batch: dict) -> list[dict | None]:
+        """Each adapted user's posterior, as the profile stores it."""
+        kind = posterior_kind(self.inner_settings())
+        if kind != "laplace":
+            return [None if kind is None else {"kind": kind}] * len(weights)
+        differences = self.base_of(batch["support_chosen"]) - self.base_of(
+            batch["support_rejected"]
+        )
+        covariances = laplace_covariances(
+            weights, differences, batch["support_mask"], self.combination, self.prior_precision
+        )
+        return [
+            {"kind": "laplace", "covariance": cov.tolist(), "prior_precision": self.prior_precision}
+            for cov in covariances
+        ]
+
+    def posterior(self, profile: UserProfile | None) -> tuple[Tensor, Tensor | None]:
+        """``[1, K]`` weights and ``[1, K, K]`` covariance (None: categorical) of a profile's
+        posterior, or of the prior where there is no profile."""
+        kind = posterior_kind(self.inner_settings())
+        if kind is None:
+            raise ProfileError(
+                "validation chose the global model (no adaptation) for this checkpoint: it "
+                "models no per-user uncertainty"
+            )
+        if profile is None:
+            weights = torch.tensor([self.prior()], dtype=torch.float64)
+            k = weights.shape[1]
+            eye = torch.eye(k, dtype=torch.float64).unsqueeze(0)
+            return weights, None if kind == "categorical" else eye / self.prior_precision
+        self.check_profile(profile)
+        if profile.posterior is None:
+            raise ProfileError(
+                "the profile carries no uncertainty (made before profiles had one): adapt the "
+                "user again"
+            )
+        weights = torch.tensor([profile.weights], dtype=torch.float64)
+        if profile.posterior["kind"] == "categorical":
+            return weights, None
+        return weights, torch.tensor([profile.posterior["covariance"]], dtype=torch.float64)
+
+    @torch.no_grad()
+    def reward_moments(
+        self, embeddings: Tensor, profile: UserProfile | None = None
+    ) -> tuple[list[float], list[float]]:
+        """Each of ``[N, D]`` response embeddings' reward under the posterior: (mean, standard
+        deviation). The mean is the point reward for a categorical posterior's expectation and
+        for the Laplace one (linearised at the adapted weights)."""
+        weights, covariance = self.posterior(profile)
+        mean, variance = moments(
+            weights, covariance, self.base_of(embeddings)[None], self.combination
+        )
+        return [float(m) for m in mean[0]], [float(v) ** 0.5 for v in variance[0]]
+
+    @torch.no_grad()
+    def win_probability_embeddings(
+        self, first: Tensor, second: Tensor, profile: UserProfile | None = None
+    ) -> list[float]:
+        """For each row of ``[N, D]`` ``first`` and ``second``: the probability the user
+        prefers ``first``, integrated over the posterior."""
+        weights, covariance = self.posterior(profile)
+        differences = (self.base_of(first) - self.base_of(second))[None]
+        return [
+            float(p)
+            for p in win_probabilities(weights, covariance, differences, self.combination)[0]
+        ]
+
+    def next_pairs(
+        self, profile: UserProfile | None, candidates: Any, k: int = 1, answered: Any = ()
+    ) -> list[int]:
+        """Indices of the ``k`` candidate comparisons to ask this user next, most
+        informative first (expected information gain about their weights; see
+        :func:`~mrm_lightning.use.user_uncertainty.choose_pairs`). ``candidates``: pairs of
+        texts (``prompt``, ``a``, ``b`` or ``chosen``, ``rejected``; the order of the two does
+        not matter) or ``{"chosen": Tensor[N, D], "rejected": Tensor[N, D]}``. A candidate
+        that repeats an ``answered`` pair (either order) or an earlier candidate is never
+        chosen; fewer than ``k`` come back where fewer remain."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        weights, covariance = self.posterior(profile)
+        embedded = isinstance(candidates, Mapping)
+        if embedded:
+            first, second = self.pair_embeddings(candidates)
+            available = torch.ones(len(first), dtype=torch.bool)
+        else:
+            pairs = [_candidate_pair(c) for c in candidates]
+            seen = {_unordered(_candidate_pair(a)) for a in answered}
+            available = torch.zeros(len(pairs), dtype=torch.bool)
+            for row, pair in enumerate(pairs):
+                key = _unordered(pair)
+                available[row] = key not in seen and pair["chosen"] != pair["rejected"]
+                seen.add(key)
+            first, second = self.pair_embeddings(pairs)
+        differences = (self.base_of(first) - self.base_of(second))[None]
+        chosen = choose_pairs(
+            weights,
+            covariance,
+            differences,
+            available[None],
+            min(k, len(available)),
+            self.combination,
+        )[0]
+        return [int(i) for i in chosen if i >= 0]
+
+
+def _candidate_pair(pair: Any) -> dict:
+    """A candidate comparison as a pair dict: ``a``/``b`` read as ``chosen``/``rejected``."""
+    if isinstance(pair, Mapping) and "a" in pair and "b" in pair:
+        return {"prompt": pair.get("prompt"), "chosen": pair["a"], "rejected": pair["b"],
+                "history": pair.get("history") or ()}  # fmt: skip
+    history, prompt, chosen, rejected = text_pair(pair)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "history": history}
+
+
+def _unordered(pair: dict) -> tuple:
+    history = tuple(tuple(turn) for turn in turns(pair.get("history") or ()))
+    return history, pair["prompt"], frozenset((pair["chosen"], pair["rejected"]))
