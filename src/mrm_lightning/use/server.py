@@ -43,22 +43,19 @@ Endpoints (JSON in, JSON out):
   repeats) and say so in ``dropped``; ``if_version`` on ``/adapt`` makes it conditional (409).
 
 ``GET /users/{id}``: ``{"user_id", "pairs", "version", "updated_at", "checkpoint"}`` (404 for
-  none); ``DELETE /users/{id}`` removes the profile AND the stored pairs.
+  none); ``DELETE /users/{id}`` removes the profile AND the stored pairs. ``POST /next_pairs``:
+  the comparisons to ask a user next (:mod:`.next_pairs_route`). ``GET /health``:
+  ``{"status": "ok", "checkpoint", "encoder", "users": N, "unknown_user"}``.
 
-``GET /health``: ``{"status": "ok", "checkpoint": sha256, "encoder": model name or null,
-  "users": N, "unknown_user": "prior"|"error"}``.
+Keys (:mod:`.access`): with a write key every write needs ``Authorization: Bearer KEY`` (401
+without one, 403 with another); with a read key the reads do too; ``--read-only`` refuses
+writes with 403; ``/health`` is always open. Writes open beyond loopback log a warning.
 
-Keys (:mod:`.access`): with a write key every ``/adapt`` needs ``Authorization: Bearer KEY``
-(401 without one, 403 with another); with a read key ``/get_reward`` does too; ``--read-only``
-refuses writes with 403; ``/health`` is always open. Listening beyond loopback with writes
-open logs a warning at start.
-
-Errors are JSON ``{"detail": ...}``: 422 for a body of the wrong shape (FastAPI's check),
-400 / 404 for requests the model cannot serve, 500 with one line (logged, no traceback
-sent) for anything unexpected, 503 when the scoring queue is full. The model and the store
-are used from one worker thread (neither is thread-safe); concurrent reward requests are
-gathered for ``--batch-wait-ms`` and scored in one encoder call (:mod:`.batching`); /health
-has a thread and a store connection of its own.
+Errors are JSON ``{"detail": ...}``: 422 for a body of the wrong shape, 400 / 404 for requests
+the model cannot serve, 500 with one line (no traceback) otherwise, 503 when the queue is full.
+The model and the store are used from one worker thread (neither is thread-safe); concurrent
+reward requests are gathered for ``--batch-wait-ms`` and scored in one encoder call
+(:mod:`.batching`); /health has a thread and a store connection of its own.
 """
 
 from __future__ import annotations
@@ -87,6 +84,7 @@ from .limits import (
 )
 from .metrics import MetricsMiddleware, ServerMetrics
 from .model_thread import DaemonThreadExecutor
+from .next_pairs_route import add_next_pairs_route
 from .policy_template import TemplateMarkup
 from .profiles import ProfileError, UserProfile, VersionConflict
 from .request_bodies import (
@@ -350,6 +348,8 @@ def create_app(
     @app.delete("/users/{user}", dependencies=[guarded(rules.check_write)])
     async def remove_user(user: str) -> dict[str, Any]:
         return await on_worker(lambda: delete_user(user))
+
+    add_next_pairs_route(app, model, the_store, profile_of, on_worker, rules, limits)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
