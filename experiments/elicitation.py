@@ -49,6 +49,7 @@ def fit_args(config: str, seed: int, overrides: list[str]) -> list[str]:
         "--seed_everything", str(seed),
         "--data.seed", str(seed),
         "--data.source.init_args.seed", str(seed),
+        "--test_after_fit", "true",  # the test table: its unseen row checks the whole pool's
         *overrides,
     ]  # fmt: skip
 
@@ -219,6 +220,11 @@ def main(argv: list[str] | None = None) -> dict:
         )
         checkpoint, results = train_or_reuse(fit, run_dir)
         model = PersonalizedRewardModel.from_checkpoint(checkpoint, device="cpu")
+        if model.uses_warm_start:
+            raise SystemExit(
+                f"seed {seed}: validation chose the global model (no adaptation), so no "
+                "answer changes a profile; pass --model.warm_start false to measure anyway"
+            )
         datamodule = datamodule_of(fit)
         curves = elicit(model, datamodule, seed)
         oracle = results["user_level_accuracy"].get("oracle (true rewards)")
