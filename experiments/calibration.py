@@ -1,0 +1,307 @@
+"""Calibration of MRM's preference probabilities on unseen users, over several seeds.
+
+For each seed: train MRM on ``--config`` (data and training seeds move together, as in
+``synthetic_seeds.py``), then adapt every validation user and every unseen test user on their
+training pairs and predict each held-out pair, shown in a random order (a seeded coin: label 1
+when the first shown is the one the user chose), two ways:
+
+- point: ``sigmoid(margin)`` at the adapted weights;
+- posterior: P(first preferred) integrated over the user's posterior (Laplace for gradient
+  adaptation, at a prior precision from ``--prior-precisions``; exact categorical for
+  posterior adaptation).
+
+The prior precision and one temperature per way (``p -> sigmoid(logit(p) / T)``) are chosen
+on validation users by NLL; unseen test users are only scored: ECE (10 equal-width bins),
+Brier score, NLL and accuracy, before and after the temperature. Writes a JSON of every seed
+and the mean +- std, and a reliability diagram PNG (the seeds' unseen test pairs pooled).
+
+    python experiments/calibration.py --config configs/synthetic.yaml --seeds 0 1 2 \\
+        --json runs/calibration/synthetic.json --png-dir runs/calibration
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from mrm_lightning.data.splits import TEST, TRAIN, VAL
+from mrm_lightning.method.calibration import (
+    binary_nll,
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+    temper,
+)
+from mrm_lightning.training.figures import BLUE, GREY, ORANGE, font, save_panels
+from mrm_lightning.training.lightning_cli import cli_main
+from mrm_lightning.use.inference import PersonalizedRewardModel
+from mrm_lightning.use.user_uncertainty import posterior_kind
+
+REPO = Path(__file__).resolve().parents[1]
+WAYS = ("point", "posterior", "point_calibrated", "posterior_calibrated")
+METRICS = ("ece", "brier", "nll", "accuracy")
+
+
+def train(seed: int, config: str, overrides: list[str], out: Path):
+    """Fit MRM for one seed; the CLI (its data module) and the checkpoint chosen on
+    validation."""
+    cli = cli_main(
+        [
+            "fit", "--config", config,
+            "--seed_everything", str(seed),
+            "--data.seed", str(seed),
+            "--data.source.init_args.seed", str(seed),
+            "--test_after_fit", "false",
+            "--trainer.logger.init_args.save_dir", str(out),
+            "--trainer.enable_progress_bar", "false",
+            *overrides,
+        ]
+    )  # fmt: skip
+    return cli, cli.trainer.checkpoint_callback.best_model_path
+
+
+def embedded(datamodule, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    data = datamodule.data
+    return data.embeddings[data.chosen[rows]].float(), data.embeddings[data.rejected[rows]].float()
+
+
+def predictions(
+    model: PersonalizedRewardModel,
+    datamodule,
+    users: list[int],
+    held_out: dict,
+    precisions: list[float],
+    gen: torch.Generator,
+) -> dict:
+    """Labels ``[N]``, point probabilities ``[N]`` and posterior probabilities ``[N]`` per prior
+    precision (one entry, None, for a categorical posterior; none without a posterior) of
+    every held-out pair of ``users``, each shown in a random order."""
+    train_pairs, shown = {}, {}
+    for user in users:
+        chosen, rejected = embedded(datamodule, datamodule.pairs_by_split[TRAIN][user])
+        train_pairs[user] = {"chosen": chosen, "rejected": rejected}
+        chosen, rejected = embedded(datamodule, held_out[user])
+        flip = torch.rand(len(chosen), generator=gen) < 0.5  # [N]: rejected shown first
+        first = torch.where(flip[:, None], rejected, chosen)
+        second = torch.where(flip[:, None], chosen, rejected)
+        shown[user] = (first, second, (~flip).long())
+    kind = posterior_kind(model.inner_settings())
+    grid = [] if kind is None else ([None] if kind == "categorical" else precisions)
+    labels = torch.cat([shown[u][2] for u in users])
+    point, posterior = [], {p: [] for p in grid}
+    profiles = model.adapt_many(train_pairs)
+    for user in users:
+        first, second, _ = shown[user]
+        margin = torch.tensor(model.score_embeddings(first, profiles[user])) - torch.tensor(
+            model.score_embeddings(second, profiles[user])
+        )
+        point.append(torch.sigmoid(margin.double()))
+    for precision in grid:
+        if precision is not None:  # only the Laplace covariance depends on it
+            model.prior_precision = precision
+            profiles = model.adapt_many(train_pairs)
+        for user in users:
+            first, second, _ = shown[user]
+            probs = model.win_probability_embeddings(first, second, profiles[user])
+            posterior[precision].append(torch.tensor(probs, dtype=torch.float64))
+    return {
+        "labels": labels,
+        "point": torch.cat(point),
+        "posterior": {p: torch.cat(v) for p, v in posterior.items()},
+        "kind": kind,
+    }
+
+
+def scores(probs: torch.Tensor, labels: torch.Tensor, num_bins: int) -> dict:
+    return {
+        "ece": expected_calibration_error(probs, labels, num_bins),
+        "brier": brier_score(probs, labels),
+        "nll": binary_nll(probs, labels),
+        "accuracy": float(((probs > 0.5).long() == labels).double().mean()),
+    }
+
+
+def choose_on_validation(val: dict) -> dict:
+    """Prior precision and temperatures of least validation NLL (the uncalibrated posterior's
+    precision alone; the calibrated one's jointly with its temperature)."""
+    y = val["labels"]
+    chosen = {"temperature_point": fit_temperature(val["point"], y)}
+    if not val["posterior"]:
+        return chosen
+    raw = {p: binary_nll(q, y) for p, q in val["posterior"].items()}
+    tempered = {}
+    for p, q in val["posterior"].items():
+        t = fit_temperature(q, y)
+        tempered[p] = (binary_nll(temper(q, t), y), t)
+    best = min(tempered, key=lambda p: tempered[p][0])
+    chosen.update(
+        prior_precision=min(raw, key=raw.get),
+        prior_precision_calibrated=best,
+        temperature_posterior=tempered[best][1],
+    )
+    return chosen
+
+
+def run_seed(seed: int, args, overrides: list[str]) -> tuple[dict, dict]:
+    """One seed's record for the JSON, and its test predictions (for the diagram)."""
+    gen = torch.Generator().manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        cli, path = train(seed, args.config, overrides, Path(tmp))
+        model = PersonalizedRewardModel.from_checkpoint(path, device="cpu")
+    dm = cli.datamodule
+    if not dm.has_validation_users:
+        raise SystemExit("calibration.py: the config holds out no validation users: set "
+                         "data.validation_users (e.g. --data.validation_users 0.2)")  # fmt: skip
+    unseen = {int(u) for u in dm.split.unseen_users}
+    val_users = dm.eval_users(VAL)
+    test_users = [u for u in dm.eval_users(TEST) if u in unseen]
+    grid = list(args.prior_precisions)
+    val = predictions(model, dm, val_users, dm.held_out(VAL), grid, gen)
+    test = predictions(model, dm, test_users, dm.held_out(TEST), grid, gen)
+    chosen = choose_on_validation(val)
+    y = test["labels"]
+    probs = {
+        "point": test["point"],
+        "point_calibrated": temper(test["point"], chosen["temperature_point"]),
+    }
+    if test["posterior"]:
+        probs["posterior"] = test["posterior"][chosen["prior_precision"]]
+        q = test["posterior"][chosen["prior_precision_calibrated"]]
+        probs["posterior_calibrated"] = temper(q, chosen["temperature_posterior"])
+    record = {
+        "seed": seed,
+        "posterior_kind": test["kind"],
+        **chosen,
+        "validation": {"users": len(val_users), "pairs": len(val["labels"])},
+        "test_unseen": {"users": len(test_users), "pairs": len(y)},
+        "share_label_1": float(y.double().mean()),
+        "metrics": {w: scores(p, y, args.bins) for w, p in probs.items()},
+    }
+    return record, {"labels": y, **probs}
+
+
+def summary(records: list[dict]) -> dict:
+    table = {}
+    for way in WAYS:
+        runs = [r["metrics"][way] for r in records if way in r["metrics"]]
+        if runs:
+            table[way] = {
+                m: {
+                    "mean": statistics.mean(run[m] for run in runs),
+                    "std": statistics.stdev(run[m] for run in runs) if len(runs) > 1 else 0.0,
+                    "seeds": len(runs),
+                }
+                for m in METRICS
+            }
+    return table
+
+
+def reliability_panel(pooled: dict, suffix: str, bins: int, title: str):
+    """A reliability panel (figures.py style): per bin, mean predicted probability against
+    observed frequency, point (blue) and posterior (orange), the diagonal in grey; the bars
+    along the bottom show each bin's share of pairs."""
+
+    def draw_panel(draw, box) -> None:
+        left, top, right, bottom = box
+        x = lambda v: left + (right - left) * float(v)  # noqa: E731
+        y = lambda v: bottom - (bottom - top) * float(v)  # noqa: E731
+        draw.text(((left + right) / 2, top - 50), title, fill="black", font=font(18), anchor="ma")
+        draw.text(((left + right) / 2, bottom + 40), "mean predicted probability in the bin",
+                  fill="black", font=font(15), anchor="ma")  # fmt: skip
+        draw.text((left - 70, top - 22), "observed share: first preferred", fill="black",
+                  font=font(15))  # fmt: skip
+        draw.rectangle([left, top, right, bottom], outline="black", width=1)
+        for tick in [i / 5 for i in range(6)]:
+            draw.line([x(tick), top, x(tick), bottom], fill=(235, 235, 235))
+            draw.line([left, y(tick), right, y(tick)], fill=(235, 235, 235))
+            draw.text((x(tick), bottom + 8), f"{tick:.1f}", fill="black", font=font(13),
+                      anchor="ma")  # fmt: skip
+            draw.text((left - 8, y(tick)), f"{tick:.1f}", fill="black", font=font(13),
+                      anchor="rm")  # fmt: skip
+        draw.line([x(0), y(0), x(1), y(1)], fill=GREY, width=2)
+        labels = pooled["labels"]
+        for row, (way, colour) in enumerate((("point", BLUE), ("posterior", ORANGE))):
+            if way + suffix not in pooled:
+                continue
+            probs = pooled[way + suffix]
+            mean_p, observed, counts = reliability_bins(probs, labels, bins)
+            share = counts / counts.sum()
+            for index in range(bins):  # the bars: each bin's share of pairs, 1 = 30% high
+                x0 = x((index + 0.5 * row) / bins) + 1
+                x1 = x((index + 0.5 * (row + 1)) / bins) - 1
+                tint = tuple(int(c + (255 - c) * 0.6) for c in colour)
+                draw.rectangle([x0, y(0.3 * share[index]), x1, bottom], fill=tint)
+            points = [(x(p), y(o)) for p, o, c in zip(mean_p, observed, counts) if c > 0]
+            draw.line(points, fill=colour, width=3)
+            for px, py in points:
+                draw.ellipse([px - 5, py - 5, px + 5, py + 5], fill=colour)
+            ece = expected_calibration_error(probs, labels, bins)
+            draw.text((left + 10, top + 10 + 22 * row), f"{way}: ECE {ece:.3f}", fill=colour,
+                      font=font(16))  # fmt: skip
+        draw.text((left + 10, top + 54), "bars: each bin's share of pairs (x 0.3)",
+                  fill="grey", font=font(13))  # fmt: skip
+
+    return draw_panel
+
+
+def diagram(pooled: dict, bins: int, name: str, path: Path) -> None:
+    """Two panels, before and after the temperature (Pillow, as training/figures.py)."""
+    save_panels(
+        path,
+        [
+            reliability_panel(pooled, "", bins, f"{name}: before the temperature"),
+            reliability_panel(pooled, "_calibrated", bins, f"{name}: after the temperature"),
+        ],
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(REPO / "configs/synthetic.yaml"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--json", type=Path, default=Path("runs/calibration/calibration.json"))
+    parser.add_argument("--png-dir", type=Path, default=Path("runs/calibration"))
+    parser.add_argument("--bins", type=int, default=10, help="equal-width ECE bins")
+    parser.add_argument(
+        "--prior-precisions", type=float, nargs="+", default=[0.1, 0.3, 1.0, 3.0, 10.0],
+        help="the Laplace prior precisions validation chooses from",
+    )  # fmt: skip
+    args, overrides = parser.parse_known_args(argv)  # the rest is passed on to `mrm fit`
+    warnings.filterwarnings("ignore")
+    records, pooled = [], {}
+    for seed in args.seeds:
+        record, probs = run_seed(seed, args, overrides)
+        records.append(record)
+        for way, values in probs.items():
+            pooled.setdefault(way, []).append(values)
+        print(json.dumps(record))
+    name = Path(args.config).stem
+    result = {
+        "config": args.config,
+        "overrides": overrides,
+        "seeds": args.seeds,
+        "bins": args.bins,
+        "prior_precision_grid": args.prior_precisions,
+        "per_seed": records,
+        "summary": summary(records),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    pooled = {way: torch.cat(v) for way, v in pooled.items() if len(v) == len(records)}
+    diagram(pooled, args.bins, name, args.png_dir / f"reliability_{name}.png")
+    print(f"\n{name}, unseen test users, {len(records)} seeds (mean ± std)")
+    for way, row in result["summary"].items():
+        cells = "  ".join(f"{m} {row[m]['mean']:.3f} ±{row[m]['std']:.3f}" for m in METRICS)
+        print(f"{way:<22}{cells}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
