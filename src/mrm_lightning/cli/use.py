@@ -66,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
         help="score candidate responses for a user",
         description='Score candidates, one JSON line each: {"prompt": ..., "responses": [...], '
         '"id"?, "user_id"?}; writes {"id"?, "scores": [...], "ranking": [...]} per line '
-        "(ranking: indices, best first). Without --profile or --store, the model's prior.",
+        "(ranking: indices, best first; with --std, reward_std too). Without --profile or "
+        "--store, the model's prior.",
     )
     given = score.add_mutually_exclusive_group()
     given.add_argument("--profile", help="a profile made by mrm adapt")
@@ -74,6 +75,11 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--user", help="with --store: the user whose profile scores every line")
     score.add_argument("--input", required=True, help="candidates (JSON lines), - for stdin")
     score.add_argument("--out", required=True, help="scores (JSON lines), - for stdout")
+    score.add_argument(
+        "--std",
+        action="store_true",
+        help="also each score's standard deviation under the user's posterior (reward_std)",
+    )
     for command, fields in (
         (adapt, "user_id, prompt, chosen, rejected"),
         (score, "user_id, prompt"),
@@ -281,6 +287,10 @@ def score_lines(model, args, progress: bool, columns: dict[str, str], profile_of
                 scores = model.score_embeddings(part, profile_of(line, row, name))
                 answer = {"id": row["id"]} if "id" in row else {}
                 answer |= {"scores": scores, "ranking": ranking(scores)}
+                if args.std:
+                    answer["reward_std"] = model.reward_moments(part, profile_of(line, row, name))[
+                        1
+                    ]
                 sink.write(json.dumps(answer) + "\n")
 
 

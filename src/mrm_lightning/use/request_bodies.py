@@ -20,6 +20,7 @@ class RewardRequest(BaseModel):
     user_id: str | None = None
     user_ids: list[str] | None = None
     labels: list[Any] | None = None  # OpenRLHF's: the users, with --user-field labels
+    return_std: bool = False  # also each reward's standard deviation under the posterior
 
 
 class Message(BaseModel):

@@ -68,3 +68,18 @@ def win_probability(reward: float) -> float:
         return 1.0 / (1.0 + math.exp(-reward))
     tail = math.exp(reward)  # never overflows for very negative rewards
     return tail / (1.0 + tail)
+
+
+def users_of_request(body: Any, user_field: str) -> list[str | None]:
+    """Each item's user of a ``/get_reward`` body: ``user_id`` (all), ``user_ids``, or
+    ``labels`` where ``user_field`` is ``labels``; :class:`LabelError` for bad labels."""
+    if body.user_id is not None or body.user_ids is not None:
+        return body.user_ids or [body.user_id] * len(body.query)
+    if user_field != "labels" or body.labels is None:
+        return [None] * len(body.query)
+    if len(body.labels) != len(body.query):
+        raise LabelError(f"'labels' has {len(body.labels)} items but 'query' {len(body.query)}")
+    try:
+        return users_of_labels(body.labels)
+    except LabelError as error:
+        raise LabelError(f"{error} (--user-field labels)") from None

@@ -95,7 +95,7 @@ from .request_bodies import (
     item_of,
     usable_pairs,
 )
-from .request_users import LabelError, users_of_labels, win_probability
+from .request_users import LabelError, users_of_request, win_probability
 from .store import ProfileStore, location_of, public_name
 from .thread_stores import ThreadStores
 
@@ -200,12 +200,19 @@ def create_app(
     async def rewards(body: RewardRequest, users: list[str | None]) -> dict[str, Any]:
         found = await on_worker(lambda: profiles_of(users))
         items = [item_of(q, p, policy_template) for q, p in zip(body.query, body.prompts)]
+        profiles, spread = [found[u] for u in users], None
         try:  # with the other requests queued meanwhile: one encoder call for all
-            scores = await batcher.rewards(items, [found[u] for u in users])
+            if body.return_std:  # and each reward's spread under the posterior: a call of its own
+                work = on_worker(lambda: model.score_items_with_std(items, profiles))
+                scores, spread = await work
+            else:
+                scores = await batcher.rewards(items, profiles)
         except Busy as error:
             raise HTTPException(503, str(error)) from None
         except NonFiniteReward as error:
             raise HTTPException(500, str(error)) from None
+        except ProfileError as error:  # return_std: no uncertainty known for a profile
+            raise HTTPException(409, str(error)) from None
         except ValueError as error:
             raise HTTPException(400, str(error)) from None
         names = [PRIOR if found[u] is None else u for u in users]
@@ -218,22 +225,9 @@ def create_app(
         }
         if len(set(names)) == 1:
             answer["profile"] = names[0]
+        if spread is not None:
+            answer["reward_std"] = spread
         return answer
-
-    def users_of(body: RewardRequest) -> list[str | None]:
-        """Each item's user: ``user_id`` (all), ``user_ids``, or ``labels`` where read."""
-        if body.user_id is not None or body.user_ids is not None:
-            return body.user_ids or [body.user_id] * len(body.query)
-        if user_field != "labels" or body.labels is None:
-            return [None] * len(body.query)
-        if len(body.labels) != len(body.query):
-            raise HTTPException(
-                400, f"'labels' has {len(body.labels)} items but 'query' {len(body.query)}"
-            )
-        try:
-            return users_of_labels(body.labels)
-        except LabelError as error:
-            raise HTTPException(400, f"{error} (--user-field labels)") from None
 
     @app.post("/get_reward", dependencies=[guarded(rules.check_read)])
     async def get_reward(body: RewardRequest) -> dict[str, Any]:
@@ -253,7 +247,10 @@ def create_app(
             [(f"query[{i}]", q) for i, q in enumerate(body.query)]
             + [(f"prompts[{i}]", p) for i, p in enumerate(body.prompts)],
         )
-        users = users_of(body)
+        try:
+            users = users_of_request(body, user_field)
+        except LabelError as error:
+            raise HTTPException(400, str(error)) from None
         if unknown_user == "error" and None in users:
             field = "'labels'" if user_field == "labels" else "'user_id' or 'user_ids'"
             raise HTTPException(

@@ -3,17 +3,19 @@ adapted user's posterior as a profile stores it, rewards' spread, win probabilit
 posterior, and the next comparisons to ask (:mod:`.user_uncertainty` has the maths).
 
 A mixin: its methods use the model's ``inner_settings``, ``prior``, ``check_profile``,
-``base_of``, ``pair_embeddings``, ``combination`` and ``prior_precision``.
+``base_of``, ``embed``, ``pair_embeddings``, ``score_items``, ``combination`` and
+``prior_precision``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..data.encoder import TextInput
 from .pair_texts import text_pair, turns
 from .profiles import ProfileError, UserProfile
 from .user_uncertainty import (
@@ -94,6 +96,40 @@ class UserPosteriors:
             float(p)
             for p in win_probabilities(weights, covariance, differences, self.combination)[0]
         ]
+
+    def score_items_with_std(
+        self, items: Sequence[TextInput], profiles: Sequence[UserProfile | None]
+    ) -> tuple[list[float], list[float]]:
+        """:meth:`score_items` and each reward's standard deviation under its profile's
+        posterior (the prior's where the profile is None), in one encode call."""
+        if len(items) != len(profiles):
+            raise ValueError(f"{len(items)} items but {len(profiles)} profiles")
+        groups: dict[int, tuple[UserProfile | None, list[int]]] = {}
+        for row, profile in enumerate(profiles):
+            groups.setdefault(id(profile), (profile, []))[1].append(row)
+        for profile, _ in groups.values():
+            self.posterior(profile)  # refuse a profile without uncertainty before encoding
+        rewards = self.score_items(items, profiles)
+        vectors = self.embed(list(items))
+        spread = [0.0] * len(items)
+        for profile, rows in groups.values():
+            for row, std in zip(rows, self.reward_moments(vectors[rows], profile)[1]):
+                spread[row] = std
+        return rewards, spread
+
+    def win_probability(
+        self,
+        prompt: str,
+        first: str,
+        second: str,
+        profile: UserProfile | None = None,
+        history: Sequence = (),
+    ) -> float:
+        """The probability that the user prefers ``first`` to ``second`` as the answer to
+        ``prompt``, integrated over the posterior of their weights."""
+        turns_ = tuple((str(r), str(c)) for r, c in turns(history))
+        vectors = self.embed([(turns_, prompt, first), (turns_, prompt, second)])
+        return self.win_probability_embeddings(vectors[:1], vectors[1:], profile)[0]
 
     def next_pairs(
         self, profile: UserProfile | None, candidates: Any, k: int = 1, answered: Any = ()
