@@ -16,6 +16,8 @@ from mrm_lightning.method.uncertainty import (
     gaussian_win_probability,
     laplace_precision,
     linearised_moments,
+    packed_laplace_precision,
+    packed_win_probability,
 )
 
 D64 = torch.float64
@@ -136,3 +138,27 @@ def test_an_answered_pair_adds_its_gauss_newton_term():
     torch.testing.assert_close(
         after[0], torch.tensor([[1.25, 0.5], [0.5, 2.0]], dtype=D64)
     )  # as above
+
+
+def test_packed_pairs_give_the_padded_results():
+    torch.manual_seed(1)
+    weights = torch.randn(3, 4, dtype=D64)
+    differences = torch.randn(3, 5, 4, dtype=D64)
+    mask = torch.rand(3, 5) < 0.6
+    mask[:, 0] = True
+    owner = mask.nonzero()[:, 0]
+    packed = differences[mask]
+    for combination in ("linear", "softmax"):
+        padded = laplace_precision(weights, differences, mask, combination, 0.5)
+        torch.testing.assert_close(
+            packed_laplace_precision(weights, packed, owner, combination, 0.5), padded
+        )
+        covariance = torch.linalg.inv(padded)
+        mean, variance = linearised_moments(weights, covariance, differences, combination)
+        expected = gaussian_win_probability(mean, variance)[mask]
+        got = packed_win_probability(weights, covariance, packed, owner, combination)
+        torch.testing.assert_close(got, expected)
+    expected = categorical_win_probability(weights, differences)[mask]
+    torch.testing.assert_close(
+        packed_win_probability(weights, None, packed, owner, "softmax"), expected
+    )

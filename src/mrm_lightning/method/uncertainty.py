@@ -155,3 +155,41 @@ def answered_precision(
     curvature = torch.sigmoid(margin) * torch.sigmoid(-margin)
     outer = gradient.unsqueeze(-1) * gradient.unsqueeze(-2)
     return precision + curvature[:, None, None] * outer
+
+
+# ----------------------------------------------------------------- packed pairs (training)
+def packed_laplace_precision(
+    weights: Tensor,
+    differences: Tensor,
+    owner: Tensor,
+    combination: Combination,
+    prior_precision: float,
+) -> Tensor:
+    """:func:`laplace_precision` of packed support pairs: ``[M, K]`` differences and ``[M]``
+    their users' rows -> ``[B, K, K]`` (the test step's layout: no padding)."""
+    precision = laplace_precision(
+        weights.index_select(0, owner), differences.unsqueeze(1),
+        torch.ones(len(owner), 1, dtype=torch.bool, device=owner.device), combination, 1.0,
+    )  # fmt: skip
+    eye = torch.eye(weights.shape[-1], dtype=precision.dtype, device=precision.device)
+    fisher = precision - eye  # each pair's own term, without the per-pair prior added above
+    total = torch.zeros(len(weights), *eye.shape, dtype=precision.dtype, device=precision.device)
+    return total.index_add_(0, owner, fisher) + prior_precision * eye
+
+
+def packed_win_probability(
+    weights: Tensor,
+    covariance: Tensor | None,
+    differences: Tensor,
+    owner: Tensor,
+    combination: Combination,
+) -> Tensor:
+    """``[M]`` each packed pair's probability that its chosen response wins, integrated over
+    its user's posterior: Gaussian (``covariance`` ``[B, K, K]``) or categorical (None)."""
+    rows = weights.index_select(0, owner)
+    if covariance is None:
+        return categorical_win_probability(rows, differences.unsqueeze(1))[:, 0]
+    mean, variance = linearised_moments(
+        rows, covariance.index_select(0, owner), differences.unsqueeze(1), combination
+    )
+    return gaussian_win_probability(mean[:, 0], variance[:, 0])
