@@ -22,6 +22,8 @@ and the mean +- std, and a reliability diagram PNG (the seeds' unseen test pairs
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import json
 import statistics
 import tempfile
@@ -29,6 +31,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import yaml
 
 from mrm_lightning.data.splits import TEST, TRAIN, VAL
 from mrm_lightning.method.calibration import (
@@ -49,15 +52,24 @@ WAYS = ("point", "posterior", "point_calibrated", "posterior_calibrated")
 METRICS = ("ece", "brier", "nll", "accuracy")
 
 
+def source_takes_seed(config: str) -> bool:
+    """Whether the config's data source draws its population from a seed (synthetic and
+    semi-synthetic users do; a release of real pairs does not)."""
+    source = yaml.safe_load(Path(config).read_text())["data"]["source"]["class_path"]
+    module, _, name = source.rpartition(".")
+    return "seed" in inspect.signature(getattr(importlib.import_module(module), name)).parameters
+
+
 def train(seed: int, config: str, overrides: list[str], out: Path):
     """Fit MRM for one seed; the CLI (its data module) and the checkpoint chosen on
     validation."""
+    source_seed = ["--data.source.init_args.seed", str(seed)] if source_takes_seed(config) else []
     cli = cli_main(
         [
             "fit", "--config", config,
             "--seed_everything", str(seed),
             "--data.seed", str(seed),
-            "--data.source.init_args.seed", str(seed),
+            *source_seed,
             "--test_after_fit", "false",
             "--trainer.logger.init_args.save_dir", str(out),
             "--trainer.enable_progress_bar", "false",
