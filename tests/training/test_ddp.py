@@ -12,6 +12,7 @@ runs must train the same model.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -137,7 +138,11 @@ def test_ddp_matches_single_process_with_the_same_global_batch(ddp_ranks, tmp_pa
 def test_ddp_fit_then_test_writes_the_report(tmp_path):
     proc, _ = run_fit(tmp_path, *DDP, "--test_after_fit", "true")
     check_ok(proc)
-    assert list((tmp_path / "logs").rglob("results.json"))
+    (path,) = (tmp_path / "logs").rglob("results.json")
+    results = json.loads(path.read_text())
+    calibration = results["calibration_unseen"]  # the probabilities gathered from both ranks
+    assert 0 <= calibration["ece_point"] <= 1
+    assert ("ece_posterior" in calibration) == (not results["w0_is_warm_start"])
 
 
 def test_ddp_with_fewer_evaluation_users_than_processes(tmp_path):

@@ -13,16 +13,19 @@ the test (and scoring) reads them.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
+from torchmetrics.classification import BinaryCalibrationError
 
 from ..data.batch import PairBatch
 from ..method.losses import packed_bradley_terry_loss
 from ..method.maml import packed_pair_margins
 from ..method.metrics import UserAccuracy
 from ..method.selection import clearly_better, family_margin, select_adaptation
+from ..method.uncertainty import packed_laplace_precision, packed_win_probability
 
 GROUPS = ("seen", "unseen", "all")
 
@@ -36,18 +39,19 @@ def evaluation_metrics(num_scales: int) -> tuple[nn.ModuleDict, nn.ModuleDict]:
     """Test metrics per group, and validation metrics per group and candidate: one per
     adaptation scale, and the last for the warm start."""
 
+    def metric(name: str):
+        if name.startswith("ece"):  # each pair in both orders: (p, 1) and (1 - p, 0)
+            return BinaryCalibrationError(n_bins=10, norm="l1")
+        return MeanMetric() if name.startswith(("bt_loss", "brier")) else UserAccuracy()
+
     def group_metrics(names: list[str]) -> nn.ModuleDict:
         return nn.ModuleDict(
-            {
-                group: nn.ModuleDict(
-                    {n: MeanMetric() if n.startswith("bt_loss") else UserAccuracy() for n in names}
-                )
-                for group in GROUPS
-            }
+            {group: nn.ModuleDict({n: metric(n) for n in names}) for group in GROUPS}
         )
 
     candidates = range(num_scales + 1)
-    test = group_metrics(["user_acc", "user_acc_w0", "oracle_acc", "bt_loss"])
+    calibration = ["ece", "ece_point", "brier", "brier_point"]
+    test = group_metrics(["user_acc", "user_acc_w0", "oracle_acc", "bt_loss", *calibration])
     val = group_metrics(
         [f"user_acc_{i}" for i in candidates]
         + [f"bt_loss_{i}" for i in candidates]
@@ -56,10 +60,28 @@ def evaluation_metrics(num_scales: int) -> tuple[nn.ModuleDict, nn.ModuleDict]:
     return test, val
 
 
+def update_calibration(ece: BinaryCalibrationError, brier: MeanMetric, probs: Tensor) -> None:
+    """Probabilities that each pair's chosen response wins: scored in both orders, so that
+    the labels are not all 1 and the measure does not depend on which response is first."""
+    ece.update(torch.cat([probs, 1 - probs]), torch.cat([torch.ones_like(probs),
+               torch.zeros_like(probs)]).long())  # fmt: skip
+    brier.update((1 - probs) ** 2)
+
+
 def update_group(metric: UserAccuracy, margins: Tensor, batch: PairBatch, rows: Tensor) -> None:
     """``metric`` of the users in ``rows`` ``[B]`` from the batch's packed query margins
     ``[M_q]``: the other users count no pairs here, and a user with none is skipped."""
     metric.update(margins, batch.query_mask & rows.unsqueeze(-1), batch.query_owner)
+
+
+def gathered(values: Tensor) -> Tensor:
+    """``values`` of every process, concatenated (their lengths may differ), on the CPU."""
+    values = values.detach().cpu()
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return values
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, values)
+    return torch.cat(parts)
 
 
 class AdaptiveEvaluation:
@@ -168,6 +190,7 @@ class AdaptiveEvaluation:
     def test_step(self, batch: PairBatch | dict[str, Tensor], batch_idx: int) -> None:
         """Adapt with the strength chosen on validation; score seen and unseen users."""
         batch = self.packed(batch)
+        posterior = None  # [M_q] win probabilities over each user's posterior, when adapted
         if self.selected_warm_start:  # validation chose the global model: no adaptation
             margins = margins_w0 = self.warm_start_margins(batch)
         else:
@@ -177,6 +200,8 @@ class AdaptiveEvaluation:
             with torch.no_grad():
                 margins = self.query_margins(weights, batch, query)
                 margins_w0 = self.query_margins(self.w0.expand_as(weights), batch, query)
+                posterior = self.posterior_win_probability(batch, weights, support, query)
+        point = torch.sigmoid(margins)
         losses = packed_bradley_terry_loss(margins, batch.query_owner, batch.query_mask.sum(-1))
         oracle = batch.query_oracle_margin
         for group, rows in self._groups(batch, "test"):
@@ -186,9 +211,19 @@ class AdaptiveEvaluation:
             metrics["bt_loss"].update(losses[rows])
             if oracle is not None:
                 update_group(metrics["oracle_acc"], oracle, batch, rows)
+            pairs = rows.index_select(0, batch.query_owner)  # [M_q]: this group's pairs
+            update_calibration(metrics["ece_point"], metrics["brier_point"], point[pairs])
+            if posterior is not None:
+                update_calibration(metrics["ece"], metrics["brier"], posterior[pairs])
+            if group == "unseen":  # kept for the report's reliability diagram
+                chosen = None if posterior is None else posterior[pairs]
+                self.test_probabilities.append((point[pairs], chosen))
             prefix = metric_prefix("test", group)
             for name, metric in metrics.items():
-                if name != "oracle_acc" or oracle is not None:
+                skip = (name == "oracle_acc" and oracle is None) or (
+                    name in ("ece", "brier") and posterior is None
+                )
+                if not skip:
                     self.log(
                         f"{prefix}/{name}",
                         metric,
@@ -197,8 +232,17 @@ class AdaptiveEvaluation:
                         batch_size=len(losses),
                     )
 
+    def on_test_epoch_start(self) -> None:
+        self.test_probabilities: list[tuple[Tensor, Tensor | None]] = []
+
     def on_test_epoch_end(self) -> None:
         self.log("hp_metric", self.selected_val_accuracy.clone())
+        parts = self.test_probabilities
+        self.test_calibration = (
+            {"point": gathered(torch.cat([p for p, _ in parts]))} if parts else {}
+        )
+        if parts and parts[0][1] is not None:
+            self.test_calibration["posterior"] = gathered(torch.cat([q for _, q in parts]))
         for group in ("seen", "unseen"):
             metrics = self.test_metrics[group]
             adapted = metrics["user_acc"].per_user_values()  # collective under DDP: all ranks
@@ -209,6 +253,27 @@ class AdaptiveEvaluation:
                 # already gathered from every process, so the same value everywhere
                 self.log(f"{prefix}/adapt_gain", (adapted - before).mean(), sync_dist=True)
             self._histograms(prefix, adapted, before)
+
+    @torch.no_grad()
+    def posterior_win_probability(
+        self, batch: PairBatch, weights: Tensor, support: Tensor, query: Tensor
+    ) -> Tensor:
+        """``[M_q]`` each query pair's win probability integrated over its user's posterior:
+        the exact categorical one (posterior adaptation) or a Laplace approximation at the
+        adapted weights with ``posterior_prior_precision`` (:mod:`..method.uncertainty`)."""
+        combination = self.hparams.combination
+        if getattr(self.hparams, "adaptation", "gradient") == "posterior":
+            return packed_win_probability(weights, None, query, batch.query_owner, combination)
+        owner = batch.support_mask.nonzero()[:, 0]  # each packed support pair's user
+        precision = packed_laplace_precision(
+            weights.double(), support.double(), owner, combination,
+            float(self.hparams.posterior_prior_precision),
+        )  # fmt: skip
+        covariance = torch.linalg.inv(precision)
+        probs = packed_win_probability(
+            weights.double(), covariance, query.double(), batch.query_owner, combination
+        )
+        return probs.to(weights.dtype)
 
     @torch.no_grad()
     def warm_start_margins(self, batch: PairBatch) -> Tensor:

@@ -88,6 +88,10 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
             principal directions of the training pairs' differences (0: no restriction;
             :mod:`mrm_lightning.method.subspace`). With several, the mixture start chooses the rank
             together with its L2 on validation users.
+        posterior_prior_precision: the precision of the Gaussian prior around w0 in the
+            Laplace posterior of an adapted user's weights (gradient adaptation): the test's
+            ``test/ece`` and the profiles' uncertainty (``experiments/calibration.py`` chooses
+            it on validation users). Does not change training or the adapted weights.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         mixture_warm_start: bool = False,
         mixture_l2_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3),
         principal_ranks: tuple[int, ...] = (0,),
+        posterior_prior_precision: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])

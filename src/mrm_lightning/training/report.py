@@ -14,6 +14,7 @@ from ..data.splits import TEST
 from .baselines import evaluate_linear_reward, global_reward_model
 from .gain_histogram import gain_sign_test, sign_test_line, write_gain_histogram
 from .initialization import principal_subspace
+from .reliability import report_calibration
 
 COLUMNS = (("seen", "test_seen"), ("unseen", "test_unseen"), ("overall", "test"))
 
@@ -121,6 +122,11 @@ class ResultsReport(Callback):
             write_gain_histogram(gain_plot, per_user)
             self.results["adaptation_gain"] = gains
             self.results["adaptation_gain_plot"] = str(gain_plot)
+        calibration_line = None
+        if getattr(pl_module, "test_calibration", None):
+            self.results["calibration_unseen"], calibration_line = report_calibration(
+                pl_module.test_calibration, run_dir, trainer.logger
+            )
         selected = selected_adaptation(pl_module)
         if selected is not None and groups is not None:
             selected["validation_users"] = len(datamodule.split.validation_users)
@@ -148,6 +154,8 @@ class ResultsReport(Callback):
             )
         if gains:
             lines.append(sign_test_line(gains, gain_plot))
+        if calibration_line is not None:
+            lines.append(calibration_line)
         if gap is not None:
             lines.append(
                 f"\nOn unseen users MRM closes {gap:.0%} of the gap from the global model "

@@ -28,6 +28,10 @@ def check_model_settings(hp: Mapping) -> None:
     embedding_dim = hp["embedding_dim"]
     if inner_steps < 0:
         raise ValueError(f"model.inner_steps must be >= 0, got {inner_steps}")
+    if not hp["posterior_prior_precision"] > 0:
+        raise ValueError(
+            f"model.posterior_prior_precision must be > 0, got {hp['posterior_prior_precision']}"
+        )
     if inner_lr < 0:
         raise ValueError(f"model.inner_lr must be >= 0, got {inner_lr}")
     if combination not in ("softmax", "linear"):

@@ -93,7 +93,7 @@ class PersonalizedRewardModel(UserPosteriors):
         device: str = "auto",
         cache_dir: str | None = None,
         progress: bool = False,
-        prior_precision: float = DEFAULT_PRIOR_PRECISION,
+        prior_precision: float | None = None,
     ) -> PersonalizedRewardModel:
         """Load ``path`` safely (weights only) and rebuild the model it was saved from."""
         checkpoint, digest = load_checkpoint(path)
@@ -112,6 +112,10 @@ class PersonalizedRewardModel(UserPosteriors):
         model.eval().requires_grad_(False)
         encoder = checkpoint.get("mrm_encoder")
         columns = checkpoint.get("mrm_columns")
+        if prior_precision is None:  # the checkpoint's (checkpoints before it: the default)
+            prior_precision = model.hparams.get(
+                "posterior_prior_precision", DEFAULT_PRIOR_PRECISION
+            )
         return cls(model, digest, encoder, device, cache_dir, progress, columns, prior_precision)
 
     # ------------------------------------------------------------ what it is

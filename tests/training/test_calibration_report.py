@@ -1,0 +1,40 @@
+"""The test stage measures calibration: ``test/ece`` (posterior) and ``test/ece_point``, and the
+report writes them to results.json with a reliability diagram of the unseen users' pairs."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from mrm_lightning.training.lightning_cli import cli_main
+from tests.conftest import REPO
+from tests.use.test_inference import STRONG_CLUSTERS
+
+
+@pytest.mark.parametrize("adaptation", ["gradient", "posterior"])
+def test_the_report_measures_calibration(tmp_path, adaptation):
+    overrides = {**STRONG_CLUSTERS, "trainer.max_epochs": 2,
+                 "trainer.logger.init_args.save_dir": tmp_path}  # fmt: skip
+    if adaptation == "posterior":
+        overrides |= {"model.combination": "softmax", "model.adaptation": "posterior",
+                      "model.inner_steps": 1}  # fmt: skip
+    args = [a for k, v in overrides.items() for a in (f"--{k}", str(v))]
+    cli_main(
+        ["fit", "--config", str(REPO / "configs/tiny.yaml"), *args, "--test_after_fit", "true"]
+    )
+    results = json.loads(next(tmp_path.rglob("results.json")).read_text())
+    calibration = results["calibration_unseen"]
+    for name in ("point", "posterior"):
+        assert 0 <= calibration[f"ece_{name}"] <= 1
+        assert 0 <= calibration[f"brier_{name}"] <= 1
+    for key in ("test/ece", "test/ece_point", "test_unseen/ece", "test/brier"):
+        assert 0 <= results["metrics"][key] <= 1, key
+    with Image.open(calibration["plot"]) as image:
+        assert image.size[0] > 300 and image.getextrema() != ((255, 255),) * 3  # drawn on
+
+
+def test_a_prior_precision_that_is_not_positive_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="model.posterior_prior_precision must be > 0"):
+        cli_main(["fit", "--config", str(REPO / "configs/tiny.yaml"),
+                  "--model.posterior_prior_precision", "0",
+                  "--trainer.logger.init_args.save_dir", str(tmp_path)])  # fmt: skip
