@@ -156,3 +156,17 @@ def test_posterior_adaptation_gives_the_exact_categorical_posterior(posterior_mo
     assert std == pytest.approx(expected_var.sqrt().tolist(), abs=1e-6)
     order = model.next_pairs(profile, pairs, k=4)
     assert len(set(order)) == 4
+
+
+def test_next_pairs_many_is_next_pairs_for_each_user_in_one_batch(trained):  # noqa: F811
+    cli, path = trained
+    model = PersonalizedRewardModel.from_checkpoint(path, device="cpu")
+    users = sorted(cli.datamodule.pairs_by_split[TRAIN])[-3:]
+    pools = {u: user_pairs(cli.datamodule, TRAIN, u) for u in users}
+    pools[users[1]] = first(pools[users[1]], 3)  # pools of different sizes
+    profiles = {users[0]: None, users[1]: model.adapt(first(pools[users[1]], 2)),
+                users[2]: model.adapt(pools[users[2]])}  # fmt: skip
+    many = model.next_pairs_many({u: (profiles[u], pools[u], ()) for u in users}, k=4)
+    for user in users:
+        assert many[user] == model.next_pairs(profiles[user], pools[user], k=4), user
+    assert len(many[users[1]]) == 3  # no more than its pool

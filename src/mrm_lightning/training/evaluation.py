@@ -233,7 +233,7 @@ class AdaptiveEvaluation:
                     )
 
     def on_test_epoch_start(self) -> None:
-        self.test_probabilities: list[tuple[Tensor, Tensor | None]] = []
+        self.test_probabilities = []
 
     def on_test_epoch_end(self) -> None:
         self.log("hp_metric", self.selected_val_accuracy.clone())

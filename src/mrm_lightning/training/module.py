@@ -142,6 +142,8 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         self.task_loss_reducer: Callable[[Tensor], Tensor] | None = None
         #: per group, every test user's (adapted, w0) accuracy, kept for the end-of-run report
         self.test_user_accuracy: dict[str, tuple[Tensor, Tensor]] = {}
+        #: unseen test users' (point, posterior) win probabilities per batch, for the report
+        self.test_probabilities: list[tuple[Tensor, Tensor | None]] = []
         self.train_accuracy = UserAccuracy()
         #: memory that :meth:`packed` packs padded batches into, lent again once released
         self.packing_buffers = ReusableBuffers()

@@ -141,11 +141,35 @@ class UserPosteriors:
         not matter) or ``{"chosen": Tensor[N, D], "rejected": Tensor[N, D]}``. A candidate
         that repeats an ``answered`` pair (either order) or an earlier candidate is never
         chosen; fewer than ``k`` come back where fewer remain."""
+        return self.next_pairs_many({"": (profile, candidates, answered)}, k)[""]
+
+    def next_pairs_many(self, asks: Mapping[str, tuple], k: int = 1) -> dict[str, list[int]]:
+        """:meth:`next_pairs` for many users in one batched choice: ``asks`` maps each user to
+        ``(profile or None, candidates, answered)``; their candidate lists may differ."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        weights, covariance = self.posterior(profile)
-        embedded = isinstance(candidates, Mapping)
-        if embedded:
+        users = list(asks)
+        if not users:
+            return {}
+        posteriors = [self.posterior(asks[u][0]) for u in users]
+        rows = [self._candidate_rows(asks[u][1], asks[u][2]) for u in users]
+        most = max(len(available) for _, available in rows)
+        kinds = {covariance is None for _, covariance in posteriors}
+        dim = posteriors[0][0].shape[1]
+        differences = torch.zeros(len(users), most, dim, dtype=torch.float64)
+        available = torch.zeros(len(users), most, dtype=torch.bool)
+        for row, (diff, free) in enumerate(rows):
+            differences[row, : len(free)], available[row, : len(free)] = diff, free
+        weights = torch.cat([w for w, _ in posteriors])
+        covariance = None if kinds == {True} else torch.cat([c for _, c in posteriors])
+        chosen = choose_pairs(weights, covariance, differences, available, min(k, most),
+                              self.combination)  # fmt: skip
+        return {u: [int(i) for i in picks if i >= 0] for u, picks in zip(users, chosen)}
+
+    @torch.no_grad()
+    def _candidate_rows(self, candidates: Any, answered: Any) -> tuple[Tensor, Tensor]:
+        """``[N, K]`` base-reward differences of the candidates, and which may be asked."""
+        if isinstance(candidates, Mapping):
             first, second = self.pair_embeddings(candidates)
             available = torch.ones(len(first), dtype=torch.bool)
         else:
@@ -157,16 +181,7 @@ class UserPosteriors:
                 available[row] = key not in seen and pair["chosen"] != pair["rejected"]
                 seen.add(key)
             first, second = self.pair_embeddings(pairs)
-        differences = (self.base_of(first) - self.base_of(second))[None]
-        chosen = choose_pairs(
-            weights,
-            covariance,
-            differences,
-            available[None],
-            min(k, len(available)),
-            self.combination,
-        )[0]
-        return [int(i) for i in chosen if i >= 0]
+        return (self.base_of(first) - self.base_of(second)).double(), available
 
 
 def _candidate_pair(pair: Any) -> dict:
