@@ -39,11 +39,11 @@ from mrm_lightning.method.calibration import (
     brier_score,
     expected_calibration_error,
     fit_temperature,
-    reliability_bins,
     temper,
 )
-from mrm_lightning.training.figures import BLUE, GREY, ORANGE, font, save_panels
+from mrm_lightning.training.figures import save_panels
 from mrm_lightning.training.lightning_cli import cli_main
+from mrm_lightning.training.reliability import reliability_panel
 from mrm_lightning.use.inference import PersonalizedRewardModel
 from mrm_lightning.use.user_uncertainty import posterior_kind
 
@@ -215,61 +215,18 @@ def summary(records: list[dict]) -> dict:
     return table
 
 
-def reliability_panel(pooled: dict, suffix: str, bins: int, title: str):
-    """A reliability panel (figures.py style): per bin, mean predicted probability against
-    observed frequency, point (blue) and posterior (orange), the diagonal in grey; the bars
-    along the bottom show each bin's share of pairs."""
-
-    def draw_panel(draw, box) -> None:
-        left, top, right, bottom = box
-        x = lambda v: left + (right - left) * float(v)  # noqa: E731
-        y = lambda v: bottom - (bottom - top) * float(v)  # noqa: E731
-        draw.text(((left + right) / 2, top - 50), title, fill="black", font=font(18), anchor="ma")
-        draw.text(((left + right) / 2, bottom + 40), "mean predicted probability in the bin",
-                  fill="black", font=font(15), anchor="ma")  # fmt: skip
-        draw.text((left - 70, top - 22), "observed share: first preferred", fill="black",
-                  font=font(15))  # fmt: skip
-        draw.rectangle([left, top, right, bottom], outline="black", width=1)
-        for tick in [i / 5 for i in range(6)]:
-            draw.line([x(tick), top, x(tick), bottom], fill=(235, 235, 235))
-            draw.line([left, y(tick), right, y(tick)], fill=(235, 235, 235))
-            draw.text((x(tick), bottom + 8), f"{tick:.1f}", fill="black", font=font(13),
-                      anchor="ma")  # fmt: skip
-            draw.text((left - 8, y(tick)), f"{tick:.1f}", fill="black", font=font(13),
-                      anchor="rm")  # fmt: skip
-        draw.line([x(0), y(0), x(1), y(1)], fill=GREY, width=2)
-        labels = pooled["labels"]
-        for row, (way, colour) in enumerate((("point", BLUE), ("posterior", ORANGE))):
-            if way + suffix not in pooled:
-                continue
-            probs = pooled[way + suffix]
-            mean_p, observed, counts = reliability_bins(probs, labels, bins)
-            share = counts / counts.sum()
-            for index in range(bins):  # the bars: each bin's share of pairs, 1 = 30% high
-                x0 = x((index + 0.5 * row) / bins) + 1
-                x1 = x((index + 0.5 * (row + 1)) / bins) - 1
-                tint = tuple(int(c + (255 - c) * 0.6) for c in colour)
-                draw.rectangle([x0, y(0.3 * share[index]), x1, bottom], fill=tint)
-            points = [(x(p), y(o)) for p, o, c in zip(mean_p, observed, counts) if c > 0]
-            draw.line(points, fill=colour, width=3)
-            for px, py in points:
-                draw.ellipse([px - 5, py - 5, px + 5, py + 5], fill=colour)
-            ece = expected_calibration_error(probs, labels, bins)
-            draw.text((left + 10, top + 10 + 22 * row), f"{way}: ECE {ece:.3f}", fill=colour,
-                      font=font(16))  # fmt: skip
-        draw.text((left + 10, top + 54), "bars: each bin's share of pairs (x 0.3)",
-                  fill="grey", font=font(13))  # fmt: skip
-
-    return draw_panel
-
-
 def diagram(pooled: dict, bins: int, name: str, path: Path) -> None:
-    """Two panels, before and after the temperature (Pillow, as training/figures.py)."""
+    """Two panels, before and after the temperature: point (blue), posterior (orange)."""
+
+    def curves(suffix: str) -> dict:
+        ways = [way for way in ("point", "posterior") if way + suffix in pooled]
+        return {way: (pooled[way + suffix], pooled["labels"]) for way in ways}
+
     save_panels(
         path,
         [
-            reliability_panel(pooled, "", bins, f"{name}: before the temperature"),
-            reliability_panel(pooled, "_calibrated", bins, f"{name}: after the temperature"),
+            reliability_panel(curves(""), f"{name}: before the temperature", bins),
+            reliability_panel(curves("_calibrated"), f"{name}: after the temperature", bins),
         ],
     )
 
