@@ -29,12 +29,32 @@ def test_the_report_measures_calibration(tmp_path, adaptation):
         assert 0 <= calibration[f"brier_{name}"] <= 1
     for key in ("test/ece", "test/ece_point", "test_unseen/ece", "test/brier"):
         assert 0 <= results["metrics"][key] <= 1, key
+    if adaptation == "gradient":  # validation chose the Laplace prior's precision from the grid
+        chosen = results["selected_adaptation"]["posterior_prior_precision"]
+        assert chosen in (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
     with Image.open(calibration["plot"]) as image:
         assert image.size[0] > 300 and image.getextrema() != ((255, 255),) * 3  # drawn on
 
 
 def test_a_prior_precision_that_is_not_positive_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="model.posterior_prior_precision must be > 0"):
+    with pytest.raises(ValueError, match="model.posterior_prior_precisions must be one or more"):
         cli_main(["fit", "--config", str(REPO / "configs/tiny.yaml"),
-                  "--model.posterior_prior_precision", "0",
+                  "--model.posterior_prior_precisions", "[1.0, 0]",
                   "--trainer.logger.init_args.save_dir", str(tmp_path)])  # fmt: skip
+
+
+def test_validation_keeps_the_prior_precision_of_least_nll():
+    import torch
+
+    from mrm_lightning.training.module import MetaRewardModel
+
+    model = MetaRewardModel(embedding_dim=4, posterior_prior_precisions=(1.0, 10.0, 30.0),
+                            adaptation_lr_scales=(0.0, 1.0))  # fmt: skip
+    metrics = model.val_metrics["all"]
+    for j, nll in enumerate([0.7, 0.5, 0.6]):  # at scale index 1: 10 is best
+        metrics[f"posterior_nll_1_{j}"].update(torch.tensor([nll, nll]))
+        metrics[f"posterior_nll_0_{j}"].update(torch.tensor([1.0 - nll]))  # another scale's
+    model._select_prior_precision(1)
+    assert float(model.selected_prior_precision) == 10.0
+    model._select_prior_precision(0)
+    assert float(model.selected_prior_precision) == 1.0

@@ -31,7 +31,10 @@ def test_a_profile_carries_a_laplace_posterior_that_narrows_with_more_pairs(trai
     model = PersonalizedRewardModel.from_checkpoint(path, device="cpu")
     pairs = user_pairs(cli.datamodule, TRAIN, unseen_user(cli.datamodule))
     few, many = model.adapt(first(pairs, 2)), model.adapt(pairs)
-    assert few.posterior["kind"] == "laplace" and few.posterior["prior_precision"] == 1.0
+    # the prior precision validation chose from the model's grid, kept with the checkpoint
+    chosen = float(model.model.selected_prior_precision)
+    assert chosen in model.model.hparams.posterior_prior_precisions
+    assert few.posterior["kind"] == "laplace" and few.posterior["prior_precision"] == chosen
     k = len(few.weights)
     assert len(few.posterior["covariance"]) == k
     responses = pairs["chosen"]

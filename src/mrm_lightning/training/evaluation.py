@@ -35,14 +35,21 @@ def metric_prefix(stage: str, group: str) -> str:
     return stage if group == "all" else f"{stage}_{group}"
 
 
-def evaluation_metrics(num_scales: int) -> tuple[nn.ModuleDict, nn.ModuleDict]:
+def evaluation_metrics(
+    num_scales: int, num_precisions: int = 1
+) -> tuple[nn.ModuleDict, nn.ModuleDict]:
     """Test metrics per group, and validation metrics per group and candidate: one per
-    adaptation scale, and the last for the warm start."""
+    adaptation scale, and the last for the warm start; and the posterior's NLL per adaptation
+    scale and prior precision."""
 
     def metric(name: str):
         if name.startswith("ece"):  # each pair in both orders: (p, 1) and (1 - p, 0)
             return BinaryCalibrationError(n_bins=10, norm="l1")
-        return MeanMetric() if name.startswith(("bt_loss", "brier")) else UserAccuracy()
+        return (
+            MeanMetric()
+            if name.startswith(("bt_loss", "brier", "posterior_nll"))
+            else UserAccuracy()
+        )
 
     def group_metrics(names: list[str]) -> nn.ModuleDict:
         return nn.ModuleDict(
@@ -56,6 +63,7 @@ def evaluation_metrics(num_scales: int) -> tuple[nn.ModuleDict, nn.ModuleDict]:
         [f"user_acc_{i}" for i in candidates]
         + [f"bt_loss_{i}" for i in candidates]
         + ["user_acc_w0", "oracle_acc"]
+        + [f"posterior_nll_{i}_{j}" for i in range(num_scales) for j in range(num_precisions)]
     )
     return test, val
 
@@ -114,10 +122,17 @@ class AdaptiveEvaluation:
             support, query = self.base_pairs(batch)
             margins_w0 = self.query_margins(self.w0.expand(batch.users, -1), batch, query)
         candidates = []  # [M_q] margins each
-        for scale in self.hparams.adaptation_lr_scales:
+        nlls = {}  # (scale, precision) -> [M_q] NLL of the pairs under the Laplace posterior
+        for i, scale in enumerate(self.hparams.adaptation_lr_scales):
             weights = self._adapt_for_evaluation(batch, scale, support)
             with torch.no_grad():
                 candidates.append(self.query_margins(weights, batch, query))
+                if self.chooses_prior_precision:
+                    for j, precision in enumerate(self.hparams.posterior_prior_precisions):
+                        probs = self.posterior_win_probability(
+                            batch, weights, support, query, precision
+                        )
+                        nlls[i, j] = -torch.log(probs.clamp_min(1e-12))
         if self.has_warm_start:
             candidates.append(self.warm_start_margins(batch))
         losses = [packed_bradley_terry_loss(margins, owner, pairs) for margins in candidates]
@@ -129,6 +144,30 @@ class AdaptiveEvaluation:
             update_group(metrics["user_acc_w0"], margins_w0, batch, rows)
             if batch.query_oracle_margin is not None:
                 update_group(metrics["oracle_acc"], batch.query_oracle_margin, batch, rows)
+            pairs = rows.index_select(0, owner)
+            for (i, j), nll in nlls.items():
+                metrics[f"posterior_nll_{i}_{j}"].update(nll[pairs])
+
+    @property
+    def chooses_prior_precision(self) -> bool:
+        """Gradient adaptation has a Laplace posterior whose prior precision validation
+        chooses; the categorical posterior of posterior adaptation has none."""
+        return getattr(self.hparams, "adaptation", "gradient") != "posterior"
+
+    def _select_prior_precision(self, best: int) -> None:
+        """Keep the prior precision whose posterior gives validation users' held-out pairs
+        the least NLL at the chosen adaptation strength."""
+        precisions = self.hparams.posterior_prior_precisions
+        metrics = self.val_metrics["all"]
+        if not metrics[f"posterior_nll_{best}_0"].update_called:
+            return
+        losses = [
+            float(metrics[f"posterior_nll_{best}_{j}"].compute()) for j in range(len(precisions))
+        ]
+        self.selected_prior_precision.fill_(
+            precisions[min(range(len(losses)), key=losses.__getitem__)]
+        )
+        self.log("val/selected_prior_precision", self.selected_prior_precision.clone())
 
     def on_validation_epoch_end(self) -> None:
         """Pick the adaptation strength on validation users, log the picked one's metrics, and
@@ -156,6 +195,8 @@ class AdaptiveEvaluation:
             self.log("val/warm_start_margin_se", torch.tensor(margin))
         self.selected_warm_start.fill_(best == warm)
         self.selected_lr_scale.fill_(0.0 if best == warm else scales[best])
+        if best != warm and self.chooses_prior_precision:
+            self._select_prior_precision(best)
         self.selection_accuracy.copy_(torch.tensor(results["all"][: len(scales)]))
         self.log("val/selected_lr_scale", self.selected_lr_scale.clone())
         # TensorBoard's HPARAMS view compares runs on hp_metric: the selected validation
@@ -256,18 +297,23 @@ class AdaptiveEvaluation:
 
     @torch.no_grad()
     def posterior_win_probability(
-        self, batch: PairBatch, weights: Tensor, support: Tensor, query: Tensor
+        self,
+        batch: PairBatch,
+        weights: Tensor,
+        support: Tensor,
+        query: Tensor,
+        prior_precision: float | None = None,
     ) -> Tensor:
         """``[M_q]`` each query pair's win probability integrated over its user's posterior:
         the exact categorical one (posterior adaptation) or a Laplace approximation at the
-        adapted weights with ``posterior_prior_precision`` (:mod:`..method.uncertainty`)."""
+        adapted weights with ``prior_precision`` (None: the one validation chose)."""
         combination = self.hparams.combination
         if getattr(self.hparams, "adaptation", "gradient") == "posterior":
             return packed_win_probability(weights, None, query, batch.query_owner, combination)
         owner = batch.support_mask.nonzero()[:, 0]  # each packed support pair's user
         precision = packed_laplace_precision(
             weights.double(), support.double(), owner, combination,
-            float(self.hparams.posterior_prior_precision),
+            float(self.selected_prior_precision) if prior_precision is None else prior_precision,
         )  # fmt: skip
         covariance = torch.linalg.inv(precision)
         probs = packed_win_probability(

@@ -88,10 +88,11 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
             principal directions of the training pairs' differences (0: no restriction;
             :mod:`mrm_lightning.method.subspace`). With several, the mixture start chooses the rank
             together with its L2 on validation users.
-        posterior_prior_precision: the precision of the Gaussian prior around w0 in the
-            Laplace posterior of an adapted user's weights (gradient adaptation): the test's
-            ``test/ece`` and the profiles' uncertainty (``experiments/calibration.py`` chooses
-            it on validation users). Does not change training or the adapted weights.
+        posterior_prior_precisions: the candidate precisions of the Gaussian prior around w0
+            in the Laplace posterior of an adapted user's weights (gradient adaptation); the
+            one whose posterior predicts validation users' held-out pairs best (NLL) is kept
+            with the checkpoint, for ``test/ece`` and the profiles' uncertainty. Does not
+            change training or the adapted weights.
     """
 
     def __init__(
@@ -119,7 +120,7 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         mixture_warm_start: bool = False,
         mixture_l2_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3),
         principal_ranks: tuple[int, ...] = (0,),
-        posterior_prior_precision: float = 1.0,
+        posterior_prior_precisions: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -147,9 +148,13 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         self.train_accuracy = UserAccuracy()
         #: memory that :meth:`packed` packs padded batches into, lent again once released
         self.packing_buffers = ReusableBuffers()
-        self.test_metrics, self.val_metrics = evaluation_metrics(len(adaptation_lr_scales))
+        self.test_metrics, self.val_metrics = evaluation_metrics(
+            len(adaptation_lr_scales), len(posterior_prior_precisions)
+        )
         # the adaptation strength chosen on validation, saved in every checkpoint
         self.register_buffer("selected_lr_scale", torch.tensor(1.0))
+        # the Laplace posterior's prior precision chosen on validation (1: checkpoints before it)
+        self.register_buffer("selected_prior_precision", torch.tensor(1.0))
         self.register_buffer("selected_val_accuracy", torch.tensor(float("nan")))
         self.register_buffer(
             "selection_accuracy", torch.full((len(adaptation_lr_scales),), float("nan"))

@@ -202,6 +202,8 @@ def selected_adaptation(module) -> dict | None:
         "inner_optimizer": module.hparams.inner_optimizer,
         "adaptation": getattr(module.hparams, "adaptation", "gradient"),
         "inner_proximal": module.hparams.inner_proximal,
+        # the Laplace posterior's prior precision, chosen on the same users (NLL)
+        "posterior_prior_precision": float(getattr(module, "selected_prior_precision", 1.0)),
         "validation_user_acc_by_lr_scale": {
             str(s): float(a) for s, a in zip(scales, module.selection_accuracy.tolist())
         },

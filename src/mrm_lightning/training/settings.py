@@ -28,9 +28,10 @@ def check_model_settings(hp: Mapping) -> None:
     embedding_dim = hp["embedding_dim"]
     if inner_steps < 0:
         raise ValueError(f"model.inner_steps must be >= 0, got {inner_steps}")
-    if not hp["posterior_prior_precision"] > 0:
+    precisions = hp["posterior_prior_precisions"]
+    if not precisions or not all(p > 0 for p in precisions):
         raise ValueError(
-            f"model.posterior_prior_precision must be > 0, got {hp['posterior_prior_precision']}"
+            f"model.posterior_prior_precisions must be one or more values > 0, got {precisions}"
         )
     if inner_lr < 0:
         raise ValueError(f"model.inner_lr must be >= 0, got {inner_lr}")

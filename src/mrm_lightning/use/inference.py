@@ -112,10 +112,8 @@ class PersonalizedRewardModel(UserPosteriors):
         model.eval().requires_grad_(False)
         encoder = checkpoint.get("mrm_encoder")
         columns = checkpoint.get("mrm_columns")
-        if prior_precision is None:  # the checkpoint's (checkpoints before it: the default)
-            prior_precision = model.hparams.get(
-                "posterior_prior_precision", DEFAULT_PRIOR_PRECISION
-            )
+        if prior_precision is None:  # chosen on validation (checkpoints before it: 1)
+            prior_precision = float(model.selected_prior_precision)
         return cls(model, digest, encoder, device, cache_dir, progress, columns, prior_precision)
 
     # ------------------------------------------------------------ what it is
