@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.png:
         Path(args.png).parent.mkdir(parents=True, exist_ok=True)
         shots = {s: {"shots_unseen": summary[s]} for s in STRATEGIES}
-        plot_shots(shots, Path(args.png), title=f"Unseen users answering questions, {name}")
+        plot_shots(shots, Path(args.png), title=f"Unseen users answering questions, {name}",
+                   xlabel="questions answered")  # fmt: skip
     return payload
 
 

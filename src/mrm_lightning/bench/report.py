@@ -139,7 +139,12 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def plot_shots(summary: dict[str, dict], path: Path, title: str) -> None:
+def plot_shots(
+    summary: dict[str, dict],
+    path: Path,
+    title: str,
+    xlabel: str = "user's training pairs used for adaptation",
+) -> None:
     """Unseen-user accuracy against the user's training pairs used, a line per method with
     a band of ± one std over seeds; x positions are evenly spaced (1, 2, 4, ..., all)."""
     width, height, left, right, top, bottom = 1100, 640, 90, 300, 60, 80
@@ -180,13 +185,13 @@ def plot_shots(summary: dict[str, dict], path: Path, title: str) -> None:
         draw.text((x(i), top + plot_h + 10), label, fill="black", font=small, anchor="ma")
     draw.text(
         (left + plot_w / 2, height - 30),
-        "user's training pairs used for adaptation",
+        xlabel,
         fill="black",
         font=font,
         anchor="ma",
     )
-    draw.text((20, top - 35), "unseen-user test accuracy", fill="black", font=font)
-    draw.text((left + plot_w / 2, 15), title, fill="black", font=font, anchor="ma")
+    draw.text((20, top - 26), "unseen-user test accuracy", fill="black", font=font)
+    draw.text((left + plot_w / 2, 4), title, fill="black", font=font, anchor="ma")
     bands = Image.new("RGBA", image.size, (0, 0, 0, 0))
     band_draw = ImageDraw.Draw(bands)
     for index, entry in enumerate(summary.values()):
