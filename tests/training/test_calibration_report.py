@@ -32,6 +32,8 @@ def test_the_report_measures_calibration(tmp_path, adaptation):
     if adaptation == "gradient":  # validation chose the Laplace prior's precision from the grid
         chosen = results["selected_adaptation"]["posterior_prior_precision"]
         assert chosen in (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+    temperature = results["selected_adaptation"]["posterior_temperature"]
+    assert temperature in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0)
     with Image.open(calibration["plot"]) as image:
         assert image.size[0] > 300 and image.getextrema() != ((255, 255),) * 3  # drawn on
 
@@ -43,18 +45,22 @@ def test_a_prior_precision_that_is_not_positive_is_refused(tmp_path):
                   "--trainer.logger.init_args.save_dir", str(tmp_path)])  # fmt: skip
 
 
-def test_validation_keeps_the_prior_precision_of_least_nll():
+def test_validation_keeps_the_prior_precision_and_temperature_of_least_nll():
     import torch
 
     from mrm_lightning.training.module import MetaRewardModel
 
-    model = MetaRewardModel(embedding_dim=4, posterior_prior_precisions=(1.0, 10.0, 30.0),
+    model = MetaRewardModel(embedding_dim=4, posterior_prior_precisions=(1.0, 10.0),
+                            posterior_temperatures=(0.5, 1.0, 2.0),
                             adaptation_lr_scales=(0.0, 1.0))  # fmt: skip
-    metrics = model.val_metrics["all"]
-    for j, nll in enumerate([0.7, 0.5, 0.6]):  # at scale index 1: 10 is best
-        metrics[f"posterior_nll_1_{j}"].update(torch.tensor([nll, nll]))
-        metrics[f"posterior_nll_0_{j}"].update(torch.tensor([1.0 - nll]))  # another scale's
-    model._select_prior_precision(1)
+    grid = model.val_metrics["all"]["posterior_nll_1"]
+    # under precision 10, probabilities 0.6 of pairs that all went one way (as if under-
+    # confident): the sharpest temperature fits best; under precision 1, 0.55: worse
+    grid.update(torch.tensor([[0.55, 0.55], [0.6, 0.6]]))
+    losses = grid.compute()
+    p = torch.tensor(0.6, dtype=torch.float64)
+    expected = -torch.nn.functional.logsigmoid(torch.logit(p) / 0.5)  # hand: T = 0.5, L = 10
+    assert float(losses[1, 0]) == pytest.approx(float(expected))
+    model._select_posterior(1)
     assert float(model.selected_prior_precision) == 10.0
-    model._select_prior_precision(0)
-    assert float(model.selected_prior_precision) == 1.0
+    assert float(model.selected_temperature) == 0.5

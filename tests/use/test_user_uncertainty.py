@@ -85,6 +85,9 @@ def test_win_probability_over_the_posterior_is_less_sure_than_the_point(trained)
     model = PersonalizedRewardModel.from_checkpoint(path, device="cpu")
     pairs = user_pairs(cli.datamodule, TRAIN, unseen_user(cli.datamodule))
     profile = model.adapt(first(pairs, 3))
+    chosen_temperature = model.temperature  # validation's; in the grid of the checkpoint
+    assert chosen_temperature in model.model.hparams.posterior_temperatures
+    model.temperature = 1.0  # the posterior alone
     integrated = torch.tensor(
         model.win_probability_embeddings(pairs["chosen"], pairs["rejected"], profile)
     )
@@ -94,6 +97,12 @@ def test_win_probability_over_the_posterior_is_less_sure_than_the_point(trained)
     point = torch.sigmoid(margin)
     assert ((integrated - 0.5).abs() <= (point - 0.5).abs() + 1e-9).all()
     assert ((integrated - 0.5).abs() < (point - 0.5).abs() - 1e-4).any()  # and it matters
+    model.temperature = 0.5  # then the temperature: sigmoid(logit(p) / T)
+    tempered = torch.tensor(
+        model.win_probability_embeddings(pairs["chosen"], pairs["rejected"], profile)
+    )
+    expected = torch.sigmoid(torch.logit(integrated.double()) / 0.5)
+    torch.testing.assert_close(tempered.double(), expected, atol=1e-6, rtol=0)
 
 
 def test_next_pairs_follows_the_information_gain_and_never_repeats(trained):  # noqa: F811

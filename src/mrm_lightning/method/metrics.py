@@ -66,3 +66,32 @@ class UserAccuracy(Metric):
         """Every user's accuracy, from all processes under DDP (a collective: call it on all)."""
         with self.sync_context(should_sync=True):  # a no-op outside torch.distributed
             return self._accuracies().float()
+
+
+class TemperedNLLGrid(Metric):
+    """Mean NLL of preference probabilities over a grid: for each of L ways of predicting (a
+    prior precision each) and T temperatures, ``-log sigmoid(logit(p) / T)`` of each pair's
+    probability ``p`` that its chosen response wins. Sums and a count, summed across processes.
+
+    ``update(probs)`` takes ``[L, M]`` probabilities of the same M pairs; ``compute()`` gives
+    the ``[L, T]`` mean NLL (NaN before any pair).
+    """
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, ways: int, temperatures: tuple[float, ...]) -> None:
+        super().__init__()
+        self.temperatures = torch.tensor(temperatures, dtype=torch.float64)
+        self.add_state("total", default=torch.zeros(ways, len(temperatures), dtype=torch.float64),
+                       dist_reduce_fx="sum")  # fmt: skip
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, probs: Tensor) -> None:
+        logits = torch.logit(probs.double().clamp(1e-12, 1 - 1e-12))  # [L, M]
+        tempered = logits.unsqueeze(1) / self.temperatures.to(logits.device)[:, None]
+        self.total += -torch.nn.functional.logsigmoid(tempered).sum(-1)  # [L, T]
+        self.count += probs.shape[-1]
+
+    def compute(self) -> Tensor:
+        return self.total / self.count

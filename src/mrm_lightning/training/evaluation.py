@@ -21,9 +21,10 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryCalibrationError
 
 from ..data.batch import PairBatch
+from ..method.calibration import temper
 from ..method.losses import packed_bradley_terry_loss
 from ..method.maml import packed_pair_margins
-from ..method.metrics import UserAccuracy
+from ..method.metrics import TemperedNLLGrid, UserAccuracy
 from ..method.selection import clearly_better, family_margin, select_adaptation
 from ..method.uncertainty import packed_laplace_precision, packed_win_probability
 
@@ -36,20 +37,18 @@ def metric_prefix(stage: str, group: str) -> str:
 
 
 def evaluation_metrics(
-    num_scales: int, num_precisions: int = 1
+    num_scales: int, num_precisions: int = 1, temperatures: tuple[float, ...] = (1.0,)
 ) -> tuple[nn.ModuleDict, nn.ModuleDict]:
     """Test metrics per group, and validation metrics per group and candidate: one per
-    adaptation scale, and the last for the warm start; and the posterior's NLL per adaptation
-    scale and prior precision."""
+    adaptation scale, and the last for the warm start; and per adaptation scale, the
+    posterior's NLL for each prior precision and temperature."""
 
     def metric(name: str):
         if name.startswith("ece"):  # each pair in both orders: (p, 1) and (1 - p, 0)
             return BinaryCalibrationError(n_bins=10, norm="l1")
-        return (
-            MeanMetric()
-            if name.startswith(("bt_loss", "brier", "posterior_nll"))
-            else UserAccuracy()
-        )
+        if name.startswith("posterior_nll"):
+            return TemperedNLLGrid(num_precisions, temperatures)
+        return MeanMetric() if name.startswith(("bt_loss", "brier")) else UserAccuracy()
 
     def group_metrics(names: list[str]) -> nn.ModuleDict:
         return nn.ModuleDict(
@@ -63,7 +62,7 @@ def evaluation_metrics(
         [f"user_acc_{i}" for i in candidates]
         + [f"bt_loss_{i}" for i in candidates]
         + ["user_acc_w0", "oracle_acc"]
-        + [f"posterior_nll_{i}_{j}" for i in range(num_scales) for j in range(num_precisions)]
+        + [f"posterior_nll_{i}" for i in range(num_scales)]
     )
     return test, val
 
@@ -122,17 +121,18 @@ class AdaptiveEvaluation:
             support, query = self.base_pairs(batch)
             margins_w0 = self.query_margins(self.w0.expand(batch.users, -1), batch, query)
         candidates = []  # [M_q] margins each
-        nlls = {}  # (scale, precision) -> [M_q] NLL of the pairs under the Laplace posterior
-        for i, scale in enumerate(self.hparams.adaptation_lr_scales):
+        posteriors = []  # per scale, [L, M_q] win probabilities: one row per prior precision
+        for scale in self.hparams.adaptation_lr_scales:
             weights = self._adapt_for_evaluation(batch, scale, support)
             with torch.no_grad():
                 candidates.append(self.query_margins(weights, batch, query))
-                if self.chooses_prior_precision:
-                    for j, precision in enumerate(self.hparams.posterior_prior_precisions):
-                        probs = self.posterior_win_probability(
-                            batch, weights, support, query, precision
-                        )
-                        nlls[i, j] = -torch.log(probs.clamp_min(1e-12))
+                precisions = self.hparams.posterior_prior_precisions
+                if not self.chooses_prior_precision:
+                    precisions = precisions[:1]  # the categorical posterior has no prior's width
+                posteriors.append(torch.stack([
+                    self.posterior_win_probability(batch, weights, support, query, precision)
+                    for precision in precisions
+                ]))  # fmt: skip
         if self.has_warm_start:
             candidates.append(self.warm_start_margins(batch))
         losses = [packed_bradley_terry_loss(margins, owner, pairs) for margins in candidates]
@@ -145,8 +145,8 @@ class AdaptiveEvaluation:
             if batch.query_oracle_margin is not None:
                 update_group(metrics["oracle_acc"], batch.query_oracle_margin, batch, rows)
             pairs = rows.index_select(0, owner)
-            for (i, j), nll in nlls.items():
-                metrics[f"posterior_nll_{i}_{j}"].update(nll[pairs])
+            for i, probs in enumerate(posteriors):
+                metrics[f"posterior_nll_{i}"].update(probs[:, pairs])
 
     @property
     def chooses_prior_precision(self) -> bool:
@@ -154,20 +154,19 @@ class AdaptiveEvaluation:
         chooses; the categorical posterior of posterior adaptation has none."""
         return getattr(self.hparams, "adaptation", "gradient") != "posterior"
 
-    def _select_prior_precision(self, best: int) -> None:
-        """Keep the prior precision whose posterior gives validation users' held-out pairs
-        the least NLL at the chosen adaptation strength."""
-        precisions = self.hparams.posterior_prior_precisions
-        metrics = self.val_metrics["all"]
-        if not metrics[f"posterior_nll_{best}_0"].update_called:
+    def _select_posterior(self, best: int) -> None:
+        """Keep the prior precision and the temperature whose tempered posterior gives
+        validation users' held-out pairs the least NLL at the chosen adaptation strength."""
+        grid = self.val_metrics["all"][f"posterior_nll_{best}"]
+        losses = grid.compute()  # [L, T], gathered from every process
+        if not torch.isfinite(losses).all():  # no validation pair (a sanity check, say)
             return
-        losses = [
-            float(metrics[f"posterior_nll_{best}_{j}"].compute()) for j in range(len(precisions))
-        ]
-        self.selected_prior_precision.fill_(
-            precisions[min(range(len(losses)), key=losses.__getitem__)]
-        )
-        self.log("val/selected_prior_precision", self.selected_prior_precision.clone())
+        way, temperature = divmod(int(losses.argmin()), losses.shape[1])
+        if self.chooses_prior_precision:
+            self.selected_prior_precision.fill_(self.hparams.posterior_prior_precisions[way])
+            self.log("val/selected_prior_precision", self.selected_prior_precision.clone())
+        self.selected_temperature.fill_(self.hparams.posterior_temperatures[temperature])
+        self.log("val/selected_temperature", self.selected_temperature.clone())
 
     def on_validation_epoch_end(self) -> None:
         """Pick the adaptation strength on validation users, log the picked one's metrics, and
@@ -195,8 +194,8 @@ class AdaptiveEvaluation:
             self.log("val/warm_start_margin_se", torch.tensor(margin))
         self.selected_warm_start.fill_(best == warm)
         self.selected_lr_scale.fill_(0.0 if best == warm else scales[best])
-        if best != warm and self.chooses_prior_precision:
-            self._select_prior_precision(best)
+        if best != warm:
+            self._select_posterior(best)
         self.selection_accuracy.copy_(torch.tensor(results["all"][: len(scales)]))
         self.log("val/selected_lr_scale", self.selected_lr_scale.clone())
         # TensorBoard's HPARAMS view compares runs on hp_metric: the selected validation
@@ -241,7 +240,10 @@ class AdaptiveEvaluation:
             with torch.no_grad():
                 margins = self.query_margins(weights, batch, query)
                 margins_w0 = self.query_margins(self.w0.expand_as(weights), batch, query)
-                posterior = self.posterior_win_probability(batch, weights, support, query)
+                posterior = temper(
+                    self.posterior_win_probability(batch, weights, support, query),
+                    float(self.selected_temperature),
+                ).to(margins.dtype)
         point = torch.sigmoid(margins)
         losses = packed_bradley_terry_loss(margins, batch.query_owner, batch.query_mask.sum(-1))
         oracle = batch.query_oracle_margin

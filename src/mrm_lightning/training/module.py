@@ -93,6 +93,10 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
             one whose posterior predicts validation users' held-out pairs best (NLL) is kept
             with the checkpoint, for ``test/ece`` and the profiles' uncertainty. Does not
             change training or the adapted weights.
+        posterior_temperatures: candidate temperatures ``T`` of the posterior's preference
+            probabilities, ``sigmoid(logit(p) / T)``, chosen with the prior precision on the
+            same validation pairs (1 is a candidate: no change) and kept with the checkpoint:
+            ``test/ece`` and the served win probabilities use it.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         mixture_l2_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3),
         principal_ranks: tuple[int, ...] = (0,),
         posterior_prior_precisions: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
+        posterior_temperatures: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0),
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -149,12 +154,13 @@ class MetaRewardModel(AdaptiveEvaluation, LightningModule):
         #: memory that :meth:`packed` packs padded batches into, lent again once released
         self.packing_buffers = ReusableBuffers()
         self.test_metrics, self.val_metrics = evaluation_metrics(
-            len(adaptation_lr_scales), len(posterior_prior_precisions)
+            len(adaptation_lr_scales), len(posterior_prior_precisions), posterior_temperatures
         )
         # the adaptation strength chosen on validation, saved in every checkpoint
         self.register_buffer("selected_lr_scale", torch.tensor(1.0))
         # the Laplace posterior's prior precision chosen on validation (1: checkpoints before it)
         self.register_buffer("selected_prior_precision", torch.tensor(1.0))
+        self.register_buffer("selected_temperature", torch.tensor(1.0))
         self.register_buffer("selected_val_accuracy", torch.tensor(float("nan")))
         self.register_buffer(
             "selection_accuracy", torch.full((len(adaptation_lr_scales),), float("nan"))

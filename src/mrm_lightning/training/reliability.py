@@ -77,7 +77,7 @@ def both_orders(probs: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def report_calibration(
-    probabilities: Mapping[str, Tensor], run_dir: Path, logger
+    probabilities: Mapping[str, Tensor], run_dir: Path, logger, note: str = ""
 ) -> tuple[dict, str]:
     """The end-of-run report's calibration part, from the test's unseen users' win
     probabilities (``point``, and ``posterior`` where users were adapted): their ECE and Brier
@@ -97,4 +97,6 @@ def report_calibration(
         image = np.asarray(Image.open(path).convert("RGB"))
         logger.experiment.add_image("test/reliability", image, dataformats="HWC")
     shown = ", ".join(f"{name} {results[f'ece_{name}']:.3f}" for name in curves)
-    return results, f"Calibration on unseen users (ECE, lower is better): {shown}; diagram: {path}"
+    return results, (
+        f"Calibration on unseen users (ECE, lower is better): {shown}{note}; diagram: {path}"
+    )

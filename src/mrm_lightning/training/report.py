@@ -122,12 +122,16 @@ class ResultsReport(Callback):
             write_gain_histogram(gain_plot, per_user)
             self.results["adaptation_gain"] = gains
             self.results["adaptation_gain_plot"] = str(gain_plot)
+        selected = selected_adaptation(pl_module)
         calibration_line = None
         if getattr(pl_module, "test_calibration", None):
+            note = "" if selected is None or "posterior" not in pl_module.test_calibration else (
+                f" (posterior: prior precision {selected['posterior_prior_precision']:g} and "
+                f"temperature {selected['posterior_temperature']:g}, chosen on validation users)"
+            )  # fmt: skip
             self.results["calibration_unseen"], calibration_line = report_calibration(
-                pl_module.test_calibration, run_dir, trainer.logger
+                pl_module.test_calibration, run_dir, trainer.logger, note
             )
-        selected = selected_adaptation(pl_module)
         if selected is not None and groups is not None:
             selected["validation_users"] = len(datamodule.split.validation_users)
         if selected is not None:
@@ -203,7 +207,10 @@ def selected_adaptation(module) -> dict | None:
         "adaptation": getattr(module.hparams, "adaptation", "gradient"),
         "inner_proximal": module.hparams.inner_proximal,
         # the Laplace posterior's prior precision, chosen on the same users (NLL)
-        "posterior_prior_precision": float(getattr(module, "selected_prior_precision", 1.0)),
+        "posterior_prior_precision": round(
+            float(getattr(module, "selected_prior_precision", 1)), 6
+        ),
+        "posterior_temperature": round(float(getattr(module, "selected_temperature", 1.0)), 6),
         "validation_user_acc_by_lr_scale": {
             str(s): float(a) for s, a in zip(scales, module.selection_accuracy.tolist())
         },

@@ -28,6 +28,11 @@ def check_model_settings(hp: Mapping) -> None:
     embedding_dim = hp["embedding_dim"]
     if inner_steps < 0:
         raise ValueError(f"model.inner_steps must be >= 0, got {inner_steps}")
+    temperatures = hp["posterior_temperatures"]
+    if not temperatures or not all(t > 0 for t in temperatures):
+        raise ValueError(
+            f"model.posterior_temperatures must be one or more values > 0, got {temperatures}"
+        )
     precisions = hp["posterior_prior_precisions"]
     if not precisions or not all(p > 0 for p in precisions):
         raise ValueError(

@@ -83,6 +83,8 @@ class PersonalizedRewardModel(UserPosteriors):
             raise ValueError(f"prior_precision must be > 0, got {prior_precision}")
         self.model, self.digest, self.encoder_info = model, digest, encoder
         self.columns, self.prior_precision = columns, float(prior_precision)
+        # of the posterior's win probabilities, sigmoid(logit(p) / T): chosen on validation
+        self.temperature = 1.0
         self.device, self.cache_dir, self.progress = device, cache_dir, progress
         self._encoder: TextEncoder | None = None
 
@@ -114,7 +116,9 @@ class PersonalizedRewardModel(UserPosteriors):
         columns = checkpoint.get("mrm_columns")
         if prior_precision is None:  # chosen on validation (checkpoints before it: 1)
             prior_precision = float(model.selected_prior_precision)
-        return cls(model, digest, encoder, device, cache_dir, progress, columns, prior_precision)
+        made = cls(model, digest, encoder, device, cache_dir, progress, columns, prior_precision)
+        made.temperature = float(model.selected_temperature)  # likewise
+        return made
 
     # ------------------------------------------------------------ what it is
     @property

@@ -3,8 +3,8 @@ adapted user's posterior as a profile stores it, rewards' spread, win probabilit
 posterior, and the next comparisons to ask (:mod:`.user_uncertainty` has the maths).
 
 A mixin: its methods use the model's ``inner_settings``, ``prior``, ``check_profile``,
-``base_of``, ``embed``, ``pair_embeddings``, ``score_items``, ``combination`` and
-``prior_precision``.
+``base_of``, ``embed``, ``pair_embeddings``, ``score_items``, ``combination``,
+``prior_precision`` and ``temperature``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..data.encoder import TextInput
+from ..method.calibration import temper
 from .pair_texts import text_pair, turns
 from .profiles import ProfileError, UserProfile
 from .user_uncertainty import (
@@ -89,13 +90,12 @@ class UserPosteriors:
         self, first: Tensor, second: Tensor, profile: UserProfile | None = None
     ) -> list[float]:
         """For each row of ``[N, D]`` ``first`` and ``second``: the probability the user
-        prefers ``first``, integrated over the posterior."""
+        prefers ``first``, integrated over the posterior, at the temperature validation chose
+        (the checkpoint's ``selected_temperature``: calibrated on validation users)."""
         weights, covariance = self.posterior(profile)
         differences = (self.base_of(first) - self.base_of(second))[None]
-        return [
-            float(p)
-            for p in win_probabilities(weights, covariance, differences, self.combination)[0]
-        ]
+        probs = win_probabilities(weights, covariance, differences, self.combination)[0]
+        return [float(p) for p in temper(probs, self.temperature)]
 
     def score_items_with_std(
         self, items: Sequence[TextInput], profiles: Sequence[UserProfile | None]
