@@ -167,6 +167,9 @@ def run_seed(seed: int, args, overrides: list[str]) -> tuple[dict, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         cli, path = train(seed, args.config, overrides, Path(tmp))
         model = PersonalizedRewardModel.from_checkpoint(path, device="cpu")
+    # raw posterior probabilities: this script fits its own temperatures (the checkpoint's,
+    # chosen by mrm fit on the same validation users, is recorded beside them)
+    record_temperature, model.temperature = model.temperature, 1.0
     dm = cli.datamodule
     if not dm.has_validation_users:
         raise SystemExit("calibration.py: the config holds out no validation users: set "
@@ -191,6 +194,7 @@ def run_seed(seed: int, args, overrides: list[str]) -> tuple[dict, dict]:
         "seed": seed,
         "posterior_kind": test["kind"],
         **chosen,
+        "checkpoint_temperature": record_temperature,  # what mrm fit chose, for comparison
         "validation": {"users": len(val_users), "pairs": len(val["labels"])},
         "test_unseen": {"users": len(test_users), "pairs": len(y)},
         "share_label_1": float(y.double().mean()),
