@@ -13,6 +13,7 @@ Endpoints (JSON in, JSON out):
      "labels": ["u17", ...]}                (one per item, with --user-field labels)
     -> {"rewards": [...], "scores": [...], "extra_logs": {"personalized": [1.0, 0.0, ...]},
         "profiles": ["u17", "prior", ...], "profile": "u17"}
+    ("return_std": true adds "reward_std": each reward's spread under the user's posterior)
 
   OpenRLHF sends each full text (prompt and response, as generated) in ``query`` and the
   prompt in ``prompts``. A query in the policy's own template (``--policy-tokenizer``) or a
