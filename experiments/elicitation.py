@@ -110,7 +110,7 @@ def mean_accuracy(model, pools: dict, tests: dict, orders: dict, count: int | No
 
 def active_orders(model, pools: dict, gen: torch.Generator, most: int) -> dict[str, list[int]]:
     """Each user's first ``most`` questions chosen by ``next_pairs``, one at a time, re-adapting
-    on the answers so far (all users adapted together at each step)."""
+    on the answers so far (all users adapted, and their next questions chosen, together)."""
     shown = {}  # the candidates in a random orientation: next_pairs never sees the label
     for user, pool in pools.items():
         flip = torch.rand(len(pool["chosen"]), generator=gen) < 0.5
@@ -127,11 +127,15 @@ def active_orders(model, pools: dict, gen: torch.Generator, most: int) -> dict[s
             if step == 0
             else model.adapt_many({u: take(pools[u], orders[u]) for u in asking})
         )  # adapted on the answers as recorded
+        remaining = {
+            u: [i for i in range(len(pools[u]["chosen"])) if i not in orders[u]] for u in asking
+        }
+        picks = model.next_pairs_many(  # every user's next question in one batched choice
+            {u: (profiles[u], take(shown[u], remaining[u]), ()) for u in asking}, k=1
+        )
         for user in asking:
-            remaining = [i for i in range(len(pools[user]["chosen"])) if i not in orders[user]]
-            pick = model.next_pairs(profiles[user], take(shown[user], remaining), k=1)
-            assert len(pick) == 1, (user, pick)
-            question = remaining[pick[0]]
+            assert len(picks[user]) == 1, (user, picks[user])
+            question = remaining[user][picks[user][0]]
             assert question not in orders[user], "a pair was asked twice"
             orders[user].append(question)
     return orders
