@@ -162,3 +162,16 @@ def test_packed_pairs_give_the_padded_results():
     torch.testing.assert_close(
         packed_win_probability(weights, None, packed, owner, "softmax"), expected
     )
+
+
+@pytest.mark.parametrize("combination", ["linear", "softmax"])
+def test_the_posterior_stays_on_the_device_of_its_inputs(combination):
+    # "meta" tensors refuse to mix with CPU ones, as CUDA tensors do: a CPU-made constant
+    # inside would fail here as it would on a GPU
+    weights = torch.zeros(2, 3, device="meta")
+    differences = torch.zeros(5, 3, device="meta")
+    owner = torch.tensor([0, 0, 1, 1, 1], device="meta")
+    precision = packed_laplace_precision(weights, differences, owner, combination, 1.0)
+    assert precision.device.type == "meta" and precision.shape == (2, 3, 3)
+    probs = packed_win_probability(weights, precision, differences, owner, combination)
+    assert probs.device.type == "meta" and probs.shape == (5,)

@@ -108,6 +108,18 @@ def test_postgres_errors_name_the_store_without_its_password(postgres_server):
     with pytest.raises(StoreError, match="cannot use the profile store") as refused:
         ProfileStore(closed, DIGEST)
     assert "s3cret" not in str(refused.value)
+    # a password in the query, and one libpq cannot parse (it echoes it): never shown
+    for url, secret in [
+        (f"postgresql://u@127.0.0.1:{postgres_server.port + 1}/x?password=s3cret", "s3cret"),
+        (f"postgresql://u:s3%zzcret@127.0.0.1:{postgres_server.port}/x", "s3%zzcret"),
+        (f"postgresql://u@127.0.0.1:{postgres_server.port}/x?sslmode=disable&password=a%zzb",
+         "a%zzb"),
+    ]:  # fmt: skip
+        with pytest.raises(StoreError, match="cannot use the profile store") as refused:
+            ProfileStore(url, DIGEST)
+        message = str(refused.value)
+        assert secret not in message and "s3cret" not in message, message
+        assert message.startswith("postgresql://u@127.0.0.1:")
 
 
 def test_postgres_replicas_lose_no_acknowledged_append(postgres_url):

@@ -43,7 +43,7 @@ def mixing_jacobian(weights: Tensor, combination: Combination) -> Tensor:
     """``[B, K, K]`` d c(w) / d w: the identity (linear) or ``diag(c) - c c^T`` (softmax)."""
     batch, k = weights.shape
     if combination == "linear":
-        return torch.eye(k, dtype=weights.dtype).expand(batch, k, k).clone()
+        return torch.eye(k, dtype=weights.dtype, device=weights.device).expand(batch, k, k).clone()
     c = mixing(weights, combination)
     return torch.diag_embed(c) - c.unsqueeze(-1) * c.unsqueeze(-2)
 
@@ -77,7 +77,7 @@ def laplace_precision(
     curvature = torch.sigmoid(margins) * torch.sigmoid(-margins) * mask.to(margins.dtype)
     fisher = (gradients * curvature.unsqueeze(-1)).transpose(1, 2) @ gradients
     k = weights.shape[-1]
-    return fisher + prior_precision * torch.eye(k, dtype=weights.dtype)
+    return fisher + prior_precision * torch.eye(k, dtype=weights.dtype, device=weights.device)
 
 
 def linearised_moments(

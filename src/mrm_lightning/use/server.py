@@ -147,7 +147,7 @@ def create_app(
         for executor in (worker, prober):
             try:
                 await asyncio.wait_for(on_worker(stores.close_this_threads, executor), 2.0)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # noqa: UP041 (not the builtin TimeoutError on Python 3.10)
                 logger.warning("stopping with a model call in flight; it is abandoned")
             executor.shutdown(wait=False, cancel_futures=True)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .store_schema import (
     StoreError,
@@ -40,15 +40,36 @@ def is_postgres_url(target: str) -> bool:
     return target.startswith(URL_SCHEMES)
 
 
+# libpq's query parameters that hold a secret (``?password=...``): never shown
+SECRET_PARAMETERS = ("password", "sslpassword")
+
+
 def without_password(url: str) -> str:
-    """The URL as messages may show it: ``postgresql://user@host:port/db``."""
+    """The URL as messages may show it: ``postgresql://user@host:port/db``, without the
+    password of the user part or of the query (``?password=...``)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = (f"{parts.username}@" if parts.username else "") + host
-    netloc += f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=netloc))
+    query = "&".join(
+        item
+        for item in parts.query.split("&")
+        if item and item.split("=", 1)[0].lower() not in SECRET_PARAMETERS
+    )
+    netloc = parts.netloc
+    if "@" in netloc:  # user[:password]@hosts: keep the user, drop the password
+        user, hosts = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}@{hosts}"
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def secrets_of(url: str) -> list[str]:
+    """The password(s) a URL holds, as written and percent-decoded (to scrub from messages)."""
+    parts, found = urlsplit(url), []
+    if "@" in parts.netloc and ":" in parts.netloc.rsplit("@", 1)[0]:
+        found.append(parts.netloc.rsplit("@", 1)[0].split(":", 1)[1])
+    for item in parts.query.split("&"):
+        key, _, value = item.partition("=")
+        if key.lower() in SECRET_PARAMETERS and value:
+            found.append(value)
+    return [s for secret in found for s in {secret, unquote(secret)} if s]
 
 
 def database_name(url: str) -> str:
@@ -56,15 +77,17 @@ def database_name(url: str) -> str:
 
 
 @contextmanager
-def store_errors(location: str) -> Iterator[None]:
-    """psycopg's errors as a :class:`StoreError` naming the store (first line of the server's
-    message: it holds no password)."""
+def store_errors(location: str, secrets: Sequence[str] = ()) -> Iterator[None]:
+    """psycopg's errors as a :class:`StoreError` naming the store: the first line of the
+    message, with any of ``secrets`` in it blanked (libpq echoes a URL it cannot parse)."""
     import psycopg
 
     try:
         yield
     except psycopg.Error as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        for secret in sorted(secrets, key=len, reverse=True):
+            first = first.replace(secret, "***")
         raise StoreError(f"{location}: cannot use the profile store ({first})") from None
 
 
@@ -89,12 +112,12 @@ class PostgresBackend:
         self._conn = self._connect()
 
     def _connect(self):
-        with store_errors(self.location):
+        with store_errors(self.location, secrets_of(self._url)):
             # autocommit: transactions are opened explicitly (`begin`), as in SQLite
             return self._psycopg.connect(self._url, autocommit=True, connect_timeout=self._timeout)
 
     def errors(self):
-        return store_errors(self.location)
+        return store_errors(self.location, secrets_of(self._url))
 
     def _connection(self):
         if (self._conn.closed or self._conn.broken) and not self._in_transaction:
