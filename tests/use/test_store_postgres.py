@@ -217,3 +217,28 @@ def test_mrm_adapt_and_score_with_a_postgres_url(text_model, postgres_url, monke
     main(["score", "--ckpt", str(ckpt), "--store", postgres_url, "--input", "-", "--out", "-"])
     answer = json.loads(capsys.readouterr().out)
     assert answer["scores"] == pytest.approx(model.score(line["prompt"], ["a", "b"], u5), abs=1e-6)
+
+
+def test_a_database_lost_while_serving_is_a_500_that_names_no_host(text_model, postgres_server):  # noqa: F811
+    from tests.postgres_server import PostgresServer
+
+    ckpt, _, _ = text_model
+    model = PersonalizedRewardModel.from_checkpoint(ckpt, device="cpu")
+    own = PostgresServer().start()  # a server of its own, to stop under the running app
+    stopped = False
+    try:
+        url = own.create_database("lost")
+        body = {"query": ["write about one thing 1 a"], "prompts": ["write about one thing 1"],
+                "user_id": "u1"}  # fmt: skip
+        with serving_in_a_thread(create_app(model, url)) as base:
+            assert call(base, "/get_reward", body)[0] == 200  # u1: the prior
+            own.stop()
+            stopped = True
+            for _ in range(2):  # the broken connection, then a refused reconnection
+                status, answer = call(base, "/get_reward", body)
+                assert status == 500, answer
+                assert "profile store (postgresql database lost) failed" in answer["detail"]
+                assert "127.0.0.1" not in answer["detail"] and str(own.port) not in answer["detail"]
+    finally:
+        if not stopped:
+            own.stop()

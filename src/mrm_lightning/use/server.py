@@ -87,7 +87,7 @@ from .metrics import MetricsMiddleware, ServerMetrics
 from .model_thread import DaemonThreadExecutor
 from .next_pairs_route import add_next_pairs_route
 from .policy_template import TemplateMarkup
-from .profiles import ProfileError, UserProfile, VersionConflict
+from .profiles import ProfileError, StoreError, UserProfile, VersionConflict
 from .request_bodies import (
     AdaptRequest,
     FeedbackRequest,
@@ -177,6 +177,8 @@ def create_app(
         logger.exception("%s %s failed", request.method, request.url.path)
         first = private((str(error).strip().splitlines() or [""])[0])
         detail = f"internal error: {type(error).__name__}" + (f": {first}" if first else "")
+        if isinstance(error, StoreError):  # its message may name the database's host
+            detail = f"internal error: the profile store ({short_name}) failed; see the log"
         return JSONResponse({"detail": detail}, status_code=500)
 
     def private(message: str) -> str:
