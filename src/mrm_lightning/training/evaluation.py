@@ -12,6 +12,8 @@ the test (and scoring) reads them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -126,13 +128,11 @@ class AdaptiveEvaluation:
             weights = self._adapt_for_evaluation(batch, scale, support)
             with torch.no_grad():
                 candidates.append(self.query_margins(weights, batch, query))
-                precisions = self.hparams.posterior_prior_precisions
-                if not self.chooses_prior_precision:
-                    precisions = precisions[:1]  # the categorical posterior has no prior's width
-                posteriors.append(torch.stack([
-                    self.posterior_win_probability(batch, weights, support, query, precision)
-                    for precision in precisions
-                ]))  # fmt: skip
+                posteriors.append(
+                    self.posterior_win_probability(
+                        batch, weights, support, query, self.hparams.posterior_prior_precisions
+                    )
+                )
         if self.has_warm_start:
             candidates.append(self.warm_start_margins(batch))
         losses = [packed_bradley_terry_loss(margins, owner, pairs) for margins in candidates]
@@ -240,8 +240,9 @@ class AdaptiveEvaluation:
             with torch.no_grad():
                 margins = self.query_margins(weights, batch, query)
                 margins_w0 = self.query_margins(self.w0.expand_as(weights), batch, query)
+                chosen = [float(self.selected_prior_precision)]
                 posterior = temper(
-                    self.posterior_win_probability(batch, weights, support, query),
+                    self.posterior_win_probability(batch, weights, support, query, chosen)[0],
                     float(self.selected_temperature),
                 ).to(margins.dtype)
         point = torch.sigmoid(margins)
@@ -304,24 +305,29 @@ class AdaptiveEvaluation:
         weights: Tensor,
         support: Tensor,
         query: Tensor,
-        prior_precision: float | None = None,
+        prior_precisions: Sequence[float],
     ) -> Tensor:
-        """``[M_q]`` each query pair's win probability integrated over its user's posterior:
-        the exact categorical one (posterior adaptation) or a Laplace approximation at the
-        adapted weights with ``prior_precision`` (None: the one validation chose)."""
+        """``[L, M_q]`` each query pair's win probability integrated over its user's
+        posterior, one row per prior precision: a Laplace approximation at the adapted weights
+        (the data's curvature computed once, each precision added to it), or the exact
+        categorical posterior of posterior adaptation (one row: it has no prior's width)."""
         combination = self.hparams.combination
-        if getattr(self.hparams, "adaptation", "gradient") == "posterior":
-            return packed_win_probability(weights, None, query, batch.query_owner, combination)
+        if not self.chooses_prior_precision:
+            probs = packed_win_probability(weights, None, query, batch.query_owner, combination)
+            return probs.unsqueeze(0)
         owner = batch.support_mask.nonzero()[:, 0]  # each packed support pair's user
+        first = prior_precisions[0]
         precision = packed_laplace_precision(
-            weights.double(), support.double(), owner, combination,
-            float(self.selected_prior_precision) if prior_precision is None else prior_precision,
-        )  # fmt: skip
-        covariance = torch.linalg.inv(precision)
-        probs = packed_win_probability(
-            weights.double(), covariance, query.double(), batch.query_owner, combination
+            weights.double(), support.double(), owner, combination, first
         )
-        return probs.to(weights.dtype)
+        eye = torch.eye(weights.shape[-1], dtype=precision.dtype, device=precision.device)
+        rows = []
+        for prior_precision in prior_precisions:
+            covariance = torch.linalg.inv(precision + (prior_precision - first) * eye)
+            rows.append(packed_win_probability(
+                weights.double(), covariance, query.double(), batch.query_owner, combination
+            ))  # fmt: skip
+        return torch.stack(rows).to(weights.dtype)
 
     @torch.no_grad()
     def warm_start_margins(self, batch: PairBatch) -> Tensor:

@@ -30,7 +30,7 @@ from ..training.checkpoint_file import CheckpointError, model_settings, read_che
 from ..training.module import MetaRewardModel
 from .pair_texts import text_pair as _text_pair
 from .pair_texts import turns as _turns
-from .profiles import ProfileError, UserProfile
+from .profiles import ProfileError, UserProfile, profile_groups
 from .user_posteriors import UserPosteriors
 from .user_uncertainty import DEFAULT_PRIOR_PRECISION
 
@@ -351,17 +351,16 @@ class PersonalizedRewardModel(UserPosteriors):
         prior), in one encode call. Each distinct profile is checked once, before any
         encoding; items sharing a profile are scored together (the server and TRL use this
         for batches of many users)."""
-        if len(items) != len(profiles):
-            raise ValueError(f"{len(items)} items but {len(profiles)} profiles")
-        groups: dict[int, tuple[UserProfile | None, list[int]]] = {}
-        for row, profile in enumerate(profiles):
-            groups.setdefault(id(profile), (profile, []))[1].append(row)
-        for profile, _ in groups.values():
+        groups = profile_groups(items, profiles)
+        for profile, _ in groups:
             if profile is not None:
                 self.check_profile(profile)
-        vectors = self.embed(list(items))  # [N, D]
-        rewards = [0.0] * len(items)
-        for profile, rows in groups.values():
+        return self._grouped_rewards(self.embed(list(items)), groups)
+
+    def _grouped_rewards(self, vectors: Tensor, groups: list[tuple]) -> list[float]:
+        """Each row of ``[N, D]`` ``vectors`` scored under its group's profile, all finite."""
+        rewards = [0.0] * len(vectors)
+        for profile, rows in groups:
             for row, reward in zip(rows, self.score_embeddings(vectors[rows], profile)):
                 rewards[row] = reward
         bad = [row for row, reward in enumerate(rewards) if not math.isfinite(reward)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -38,7 +39,14 @@ class VersionConflict(ProfileError):
     """A write based on a version of the profile that is no longer the stored one."""
 
 
-__all__ = ["ProfileDamaged", "ProfileError", "StoreError", "UserProfile", "VersionConflict"]
+__all__ = [
+    "ProfileDamaged",
+    "ProfileError",
+    "StoreError",
+    "UserProfile",
+    "VersionConflict",
+    "profile_groups",
+]
 
 
 # Adapted weights over standardised base rewards are a few units; far beyond that a profile is
@@ -177,3 +185,15 @@ def _is_number(value: object) -> bool:
 
 def _refuse_constant(name: str) -> float:
     raise ProfileError(f"{name} is not a finite number")
+
+
+def profile_groups(
+    items: Sequence[Any], profiles: Sequence[UserProfile | None]
+) -> list[tuple[UserProfile | None, list[int]]]:
+    """The distinct profiles (by identity) and the rows of ``items`` each scores."""
+    if len(items) != len(profiles):
+        raise ValueError(f"{len(items)} items but {len(profiles)} profiles")
+    groups: dict[int, tuple[UserProfile | None, list[int]]] = {}
+    for row, profile in enumerate(profiles):
+        groups.setdefault(id(profile), (profile, []))[1].append(row)
+    return list(groups.values())

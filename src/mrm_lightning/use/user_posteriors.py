@@ -3,7 +3,7 @@ adapted user's posterior as a profile stores it, rewards' spread, win probabilit
 posterior, and the next comparisons to ask (:mod:`.user_uncertainty` has the maths).
 
 A mixin: its methods use the model's ``inner_settings``, ``prior``, ``check_profile``,
-``base_of``, ``embed``, ``pair_embeddings``, ``score_items``, ``combination``,
+``base_of``, ``embed``, ``pair_embeddings``, ``_grouped_rewards``, ``combination``,
 ``prior_precision`` and ``temperature``.
 """
 
@@ -18,7 +18,7 @@ from torch import Tensor
 from ..data.encoder import TextInput
 from ..method.calibration import temper
 from .pair_texts import text_pair, turns
-from .profiles import ProfileError, UserProfile
+from .profiles import ProfileError, UserProfile, profile_groups
 from .user_uncertainty import (
     choose_pairs,
     laplace_covariances,
@@ -102,17 +102,13 @@ class UserPosteriors:
     ) -> tuple[list[float], list[float]]:
         """:meth:`score_items` and each reward's standard deviation under its profile's
         posterior (the prior's where the profile is None), in one encode call."""
-        if len(items) != len(profiles):
-            raise ValueError(f"{len(items)} items but {len(profiles)} profiles")
-        groups: dict[int, tuple[UserProfile | None, list[int]]] = {}
-        for row, profile in enumerate(profiles):
-            groups.setdefault(id(profile), (profile, []))[1].append(row)
-        for profile, _ in groups.values():
-            self.posterior(profile)  # refuse a profile without uncertainty before encoding
-        rewards = self.score_items(items, profiles)
+        groups = profile_groups(items, profiles)
+        for profile, _ in groups:
+            self.posterior(profile)  # checked, and has uncertainty, before any encoding
         vectors = self.embed(list(items))
+        rewards = self._grouped_rewards(vectors, groups)
         spread = [0.0] * len(items)
-        for profile, rows in groups.values():
+        for profile, rows in groups:
             for row, std in zip(rows, self.reward_moments(vectors[rows], profile)[1]):
                 spread[row] = std
         return rewards, spread
