@@ -22,16 +22,14 @@ and the mean +- std, and a reliability diagram PNG (the seeds' unseen test pairs
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import json
 import statistics
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import torch
-import yaml
 
 from mrm_lightning.data.splits import TEST, TRAIN, VAL
 from mrm_lightning.method.calibration import (
@@ -47,29 +45,20 @@ from mrm_lightning.training.reliability import reliability_panel
 from mrm_lightning.use.inference import PersonalizedRewardModel
 from mrm_lightning.use.user_uncertainty import posterior_kind
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seeded_runs import pair_embeddings, seed_args  # noqa: E402 (beside this script)
+
 REPO = Path(__file__).resolve().parents[1]
 WAYS = ("point", "posterior", "point_calibrated", "posterior_calibrated")
 METRICS = ("ece", "brier", "nll", "accuracy")
 
 
-def source_takes_seed(config: str) -> bool:
-    """Whether the config's data source draws its population from a seed (synthetic and
-    semi-synthetic users do; a release of real pairs does not)."""
-    source = yaml.safe_load(Path(config).read_text())["data"]["source"]["class_path"]
-    module, _, name = source.rpartition(".")
-    return "seed" in inspect.signature(getattr(importlib.import_module(module), name)).parameters
-
-
 def train(seed: int, config: str, overrides: list[str], out: Path):
     """Fit MRM for one seed; the CLI (its data module) and the checkpoint chosen on
     validation."""
-    source_seed = ["--data.source.init_args.seed", str(seed)] if source_takes_seed(config) else []
     cli = cli_main(
         [
-            "fit", "--config", config,
-            "--seed_everything", str(seed),
-            "--data.seed", str(seed),
-            *source_seed,
+            "fit", *seed_args(config, seed),
             "--test_after_fit", "false",
             "--trainer.logger.init_args.save_dir", str(out),
             "--trainer.enable_progress_bar", "false",
@@ -77,11 +66,6 @@ def train(seed: int, config: str, overrides: list[str], out: Path):
         ]
     )  # fmt: skip
     return cli, cli.trainer.checkpoint_callback.best_model_path
-
-
-def embedded(datamodule, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    data = datamodule.data
-    return data.embeddings[data.chosen[rows]].float(), data.embeddings[data.rejected[rows]].float()
 
 
 def predictions(
@@ -97,9 +81,9 @@ def predictions(
     every held-out pair of ``users``, each shown in a random order."""
     train_pairs, shown = {}, {}
     for user in users:
-        chosen, rejected = embedded(datamodule, datamodule.pairs_by_split[TRAIN][user])
+        chosen, rejected = pair_embeddings(datamodule, datamodule.pairs_by_split[TRAIN][user])
         train_pairs[user] = {"chosen": chosen, "rejected": rejected}
-        chosen, rejected = embedded(datamodule, held_out[user])
+        chosen, rejected = pair_embeddings(datamodule, held_out[user])
         flip = torch.rand(len(chosen), generator=gen) < 0.5  # [N]: rejected shown first
         first = torch.where(flip[:, None], rejected, chosen)
         second = torch.where(flip[:, None], chosen, rejected)

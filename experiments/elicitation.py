@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -37,6 +38,9 @@ from mrm_lightning.data.splits import TEST, TRAIN
 from mrm_lightning.training.lightning_cli import cli_main
 from mrm_lightning.use.inference import PersonalizedRewardModel
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seeded_runs import pair_embeddings, seed_args  # noqa: E402 (beside this script)
+
 REPO = Path(__file__).resolve().parents[1]
 ANSWERS = (1, 2, 4, 8, 16)
 STRATEGIES = ("active", "random")
@@ -45,10 +49,7 @@ STRATEGIES = ("active", "random")
 def fit_args(config: str, seed: int, overrides: list[str]) -> list[str]:
     """The ``mrm fit`` arguments of one seed (data and training seeds move together)."""
     return [
-        "--config", config,
-        "--seed_everything", str(seed),
-        "--data.seed", str(seed),
-        "--data.source.init_args.seed", str(seed),
+        *seed_args(config, seed),
         "--test_after_fit", "true",  # the test table: its unseen row checks the whole pool's
         *overrides,
     ]  # fmt: skip
@@ -78,12 +79,8 @@ def datamodule_of(args: list[str]):
 
 
 def user_pairs(datamodule, part: int, user: int) -> dict[str, torch.Tensor]:
-    rows = datamodule.pairs_by_split[part][user]
-    data = datamodule.data
-    return {
-        "chosen": data.embeddings[data.chosen[rows]].float(),
-        "rejected": data.embeddings[data.rejected[rows]].float(),
-    }
+    chosen, rejected = pair_embeddings(datamodule, datamodule.pairs_by_split[part][user])
+    return {"chosen": chosen, "rejected": rejected}
 
 
 def take(pairs: dict, rows: list[int]) -> dict:
